@@ -1,0 +1,1 @@
+"""sluicegate: guardrails between a journey orchestrator and the external systems it calls."""

@@ -1,0 +1,116 @@
+"""What a journey asks for: one :class:`Call` to an external system, checked at the door."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import SplitResult, urlsplit
+
+from sluicegate.errors import InvalidCall
+
+MIN_TIMEOUT_SECONDS = 1
+MAX_TIMEOUT_SECONDS = 30
+DEFAULT_TIMEOUT_SECONDS = 30
+
+#: ``OPTION`` is how Adobe's API spells it; both spellings mean the HTTP method OPTIONS.
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+METHOD_ALIASES = {"OPTION": "OPTIONS"}
+
+
+class Service(StrEnum):
+    """Which kind of journey step makes the call."""
+
+    ACTION = "action"
+    DATA_SOURCE = "dataSource"
+
+
+def normalize_method(method: str) -> str:
+    """Upper-case ``method`` and map Adobe's ``OPTION`` to ``OPTIONS``; ``None`` if unknown."""
+    upper = method.upper()
+    upper = METHOD_ALIASES.get(upper, upper)
+    if upper not in METHODS:
+        raise InvalidCall("INVALID_METHOD", f"unknown HTTP method {method!r}")
+    return upper
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call:
+    """One logical request of a journey step. Build it with :meth:`build`, which validates."""
+
+    org: str
+    sandbox: str
+    journey: str
+    service: Service
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+
+    @property
+    def parts(self) -> SplitResult:
+        return urlsplit(self.url)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        org: str,
+        sandbox: str,
+        journey: str,
+        service: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> Call:
+        """Validate the parts of a call; raise :class:`InvalidCall` with a clear message."""
+        for name, value in (("org", org), ("sandbox", sandbox), ("journey", journey)):
+            if not isinstance(value, str) or not value:
+                raise InvalidCall("INVALID_CALL", f"{name} must be a non-empty string")
+        try:
+            kind = Service(service)
+        except ValueError:
+            raise InvalidCall(
+                "INVALID_SERVICE", f"service must be 'action' or 'dataSource', not {service!r}"
+            ) from None
+        check_url(url)
+        timeout = DEFAULT_TIMEOUT_SECONDS if timeout_seconds is None else timeout_seconds
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not MIN_TIMEOUT_SECONDS <= timeout <= MAX_TIMEOUT_SECONDS
+        ):
+            raise InvalidCall(
+                "INVALID_TIMEOUT",
+                f"timeoutSeconds must be between {MIN_TIMEOUT_SECONDS} and "
+                f"{MAX_TIMEOUT_SECONDS}, not {timeout_seconds!r}",
+            )
+        payload = body.encode() if isinstance(body, str) else (body or b"")
+        return cls(
+            org=org,
+            sandbox=sandbox,
+            journey=journey,
+            service=kind,
+            method=normalize_method(method),
+            url=url,
+            headers=dict(headers or {}),
+            body=payload,
+            timeout_seconds=float(timeout),
+        )
+
+
+def check_url(url: str) -> SplitResult:
+    """Parse an absolute http(s) URL with a host; raise :class:`InvalidCall` otherwise."""
+    if not isinstance(url, str) or not url:
+        raise InvalidCall("INVALID_URL", "url must be a non-empty string")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError on a port that is not a number
+    except ValueError as exc:
+        raise InvalidCall("INVALID_URL", f"malformed url {url!r}: {exc}") from None
+    if not parts.scheme or not parts.hostname:
+        raise InvalidCall("INVALID_URL", f"url must be absolute with a host, not {url!r}")
+    return parts

@@ -1,0 +1,74 @@
+"""The exceptions sluicegate raises, all under one base.
+
+Outcomes of calls (capped, timed out, ...) are values, never exceptions: see
+:mod:`sluicegate.outcomes`. Exceptions are for input that cannot be accepted and for
+failures of the machinery itself::
+
+    SluicegateError
+    ├── InvalidInput          bad input from a caller: carries a code and a message
+    │   ├── InvalidCall       a call that cannot be made (unknown service, bad URL, ...)
+    │   └── InvalidConfig     a rule payload that does not validate
+    ├── ConfigError           a lifecycle rule refused (delete while deployed, ...)
+    │   └── ConfigNotFound    no config with that uid in this org and sandbox
+    ├── TransportError        an attempt failed without an HTTP status (connect, reset, TLS, DNS)
+    │   └── EgressBlocked     the egress policy refused the URL or the address it resolves to
+    └── StorageError          a backend failed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class SluicegateError(Exception):
+    """Base of every exception raised by sluicegate."""
+
+
+class InvalidInput(SluicegateError):
+    """Input that cannot be accepted. ``code`` is stable and machine-readable."""
+
+    def __init__(self, code: str, message: str, *, details: Sequence[Any] = ()) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.details = tuple(details)
+
+
+class InvalidCall(InvalidInput):
+    """A call that cannot be made as given (unknown service, malformed URL, bad timeout...)."""
+
+
+class InvalidConfig(InvalidInput):
+    """A capping or throttling payload that does not validate; ``details`` holds the errors."""
+
+
+class ConfigError(SluicegateError):
+    """A lifecycle operation refused. ``code`` is Adobe's numeric code (1451, 1456, 1463...)."""
+
+    def __init__(self, code: int, message: str, *, status: int = 400) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class ConfigNotFound(ConfigError):
+    """No config with that uid is visible to this org and sandbox."""
+
+    def __init__(self, kind: str, uid: str) -> None:
+        super().__init__(14467, f"{kind} config {uid!r} not found", status=404)
+        self.kind = kind
+        self.uid = uid
+
+
+class TransportError(SluicegateError):
+    """An attempt failed without an HTTP status: connect, reset, TLS or DNS failure."""
+
+
+class EgressBlocked(TransportError):
+    """The egress policy refused the URL, a redirect hop, or the address a host resolves to."""
+
+
+class StorageError(SluicegateError):
+    """A storage backend failed to read or write."""

@@ -1,0 +1,88 @@
+"""How a call ended: exactly one :class:`Outcome` per call, inside a :class:`CallResult`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sluicegate.transport import Response
+
+
+class Outcome(StrEnum):
+    """How a call ended. The values are the report's vocabulary."""
+
+    SUCCESS = "success"
+    """An attempt returned 2xx."""
+    CAPPED = "capped"
+    """No capping slot for the first attempt or a retry; that attempt was not made."""
+    EXPIRED = "expired"
+    """Six hours in the throttling queue without a slot."""
+    TIMEDOUT = "timedout"
+    """The budget ended during an attempt or a wait."""
+    HTTP_ERROR = "http_error"
+    """The last attempt returned a status outside 2xx."""
+    NETWORK_ERROR = "network_error"
+    """The last attempt failed without an HTTP status."""
+    BLOCKED = "blocked"
+    """The egress policy refused the URL; no attempt was made."""
+
+
+class ErrorKind(StrEnum):
+    """What went wrong with one attempt (Adobe's ``actionExecutionError`` vocabulary)."""
+
+    HTTP = "http"
+    NETWORK = "error"
+    TIMEOUT = "timedout"
+    CAPPED = "capped"
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptError:
+    """The error of one attempt: its kind, the HTTP status if any, and a readable message."""
+
+    kind: ErrorKind
+    message: str
+    status: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallResult:
+    """Everything known about a finished call.
+
+    ``error`` is the last attempt's error and ``origin_error`` the one before it (Adobe's
+    "origin" error), so a call that failed with 500 and then ran out of time reads
+    ``timedout`` with origin ``http 500``. ``slots`` counts rate-rule grants: one per
+    attempt started. Times are milliseconds: ``queued_ms`` in the throttling queue,
+    ``execution_ms`` from the slot grant to the end.
+    """
+
+    call_id: str
+    outcome: Outcome
+    attempts: int
+    slots: int
+    queued_ms: float
+    execution_ms: float
+    endpoint: str
+    error: AttemptError | None = None
+    origin_error: AttemptError | None = None
+    response: Response | None = None
+
+    @property
+    def jo_status_code(self) -> str | None:
+        """Adobe's ``jo_status_code``: ``http_<status>``, ``capped``, ``timedout`` or
+        ``internalError``; ``None`` on success."""
+        match self.outcome:
+            case Outcome.SUCCESS:
+                return None
+            case Outcome.CAPPED | Outcome.TIMEDOUT:
+                return self.outcome.value
+            case Outcome.HTTP_ERROR:
+                status = self.response.status if self.response is not None else 0
+                return f"http_{status}"
+            case _:
+                return "internalError"
+
+    @property
+    def retries(self) -> int:
+        return max(0, self.attempts - 1)

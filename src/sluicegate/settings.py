@@ -1,0 +1,57 @@
+"""Operator settings: checked once, at construction, then read everywhere as values."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from sluicegate.errors import InvalidInput
+
+HOUR = 3600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DefaultCap:
+    """The cap applied per org + sandbox + host when no capping config matches."""
+
+    count: int
+    period_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """What the operator decides; the defaults follow the spec.
+
+    ``datasource_allowlist`` names hosts whose data sources a capping config may raise
+    above the 15/s default; ``public_hosts`` names hosts declared public, which can never
+    be allowlisted. ``allow_loopback`` is the local development mode of the egress policy.
+    """
+
+    action_default: DefaultCap = DefaultCap(count=300_000, period_ms=60_000)
+    datasource_default: DefaultCap = DefaultCap(count=15, period_ms=1_000)
+    datasource_allowlist: frozenset[str] = frozenset()
+    public_hosts: frozenset[str] = frozenset()
+    allow_loopback: bool = False
+    allowed_hosts: frozenset[str] = frozenset()
+    allowed_ports: frozenset[int] = frozenset({80, 443})
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    max_response_bytes: int = 1 << 20
+    queue_max_age: float = 6 * HOUR
+    retry_schedule: tuple[float, ...] = (0.1, 0.2, 0.4)
+    max_redirects: int = 5
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        clash = {h.lower() for h in self.datasource_allowlist} & {
+            h.lower() for h in self.public_hosts
+        }
+        if clash:
+            raise InvalidInput(
+                "INVALID_SETTINGS",
+                f"hosts declared public cannot be allowlisted: {', '.join(sorted(clash))}",
+            )
+        for cap in (self.action_default, self.datasource_default):
+            if cap.count < 1 or cap.period_ms < 1:
+                raise InvalidInput("INVALID_SETTINGS", "default caps need count and period >= 1")
+        if self.max_response_bytes < 0:
+            raise InvalidInput("INVALID_SETTINGS", "max_response_bytes must be >= 0")
