@@ -29,7 +29,7 @@ class Clock(Protocol):
         """Wait ``seconds`` of this clock's time."""
         ...
 
-    def deadline(self, when: float) -> AbstractAsyncContextManager[None]:
+    def deadline(self, when: float) -> AbstractAsyncContextManager[object]:
         """Cancel the enclosed block at ``when`` (clock time) and raise ``TimeoutError``."""
         ...
 
@@ -48,7 +48,7 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
-    def deadline(self, when: float) -> AbstractAsyncContextManager[None]:
+    def deadline(self, when: float) -> AbstractAsyncContextManager[object]:
         # asyncio's timeouts run on the loop's monotonic clock; translate once.
         loop = asyncio.get_running_loop()
         return asyncio.timeout_at(loop.time() + (when - self.now()))

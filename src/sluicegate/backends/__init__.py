@@ -1,0 +1,1 @@
+"""Storage backends. Chosen in one place: :mod:`sluicegate.wiring`."""
