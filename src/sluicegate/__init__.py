@@ -1,1 +1,60 @@
-"""sluicegate: guardrails between a journey orchestrator and the external systems it calls."""
+"""sluicegate: guardrails between a journey orchestrator and the external systems it calls.
+
+from sluicegate import Gate
+
+async with Gate.open("data") as gate:
+    result = await gate.call(org="acme", sandbox="prod", journey="welcome",
+                             service="action", method="POST", url="https://api.example.org/send")
+    if result.outcome is Outcome.CAPPED: ...
+"""
+
+from sluicegate.call import Service
+from sluicegate.clock import Clock, SystemClock
+from sluicegate.configs import ConfigKind, ConfigRecord, RuleBook
+from sluicegate.errors import (
+    ConfigError,
+    ConfigNotFound,
+    EgressBlocked,
+    InvalidCall,
+    InvalidConfig,
+    InvalidInput,
+    SluicegateError,
+    StorageError,
+    TransportError,
+)
+from sluicegate.gate import CallHandle, Gate, QueueState
+from sluicegate.outcomes import AttemptError, CallResult, ErrorKind, Outcome
+from sluicegate.rules import Validation
+from sluicegate.settings import DefaultCap, Settings
+from sluicegate.transport import Request, Response, Transport
+
+__all__ = [
+    "AttemptError",
+    "CallHandle",
+    "CallResult",
+    "Clock",
+    "ConfigError",
+    "ConfigKind",
+    "ConfigNotFound",
+    "ConfigRecord",
+    "DefaultCap",
+    "EgressBlocked",
+    "ErrorKind",
+    "Gate",
+    "InvalidCall",
+    "InvalidConfig",
+    "InvalidInput",
+    "Outcome",
+    "QueueState",
+    "Request",
+    "Response",
+    "RuleBook",
+    "Service",
+    "Settings",
+    "SluicegateError",
+    "StorageError",
+    "SystemClock",
+    "Transport",
+    "TransportError",
+    "Validation",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -16,6 +17,7 @@ DEFAULT_TIMEOUT_SECONDS = 30
 #: ``OPTION`` is how Adobe's API spells it; both spellings mean the HTTP method OPTIONS.
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 METHOD_ALIASES = {"OPTION": "OPTIONS"}
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class Service(StrEnum):
@@ -88,6 +90,7 @@ class Call:
                 f"timeoutSeconds must be between {MIN_TIMEOUT_SECONDS} and "
                 f"{MAX_TIMEOUT_SECONDS}, not {timeout_seconds!r}",
             )
+        check_headers(headers or {})
         payload = body.encode() if isinstance(body, str) else (body or b"")
         return cls(
             org=org,
@@ -100,6 +103,16 @@ class Call:
             body=payload,
             timeout_seconds=float(timeout),
         )
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """Refuse header names that are not HTTP tokens and values with line breaks, which
+    would otherwise split the request (header injection)."""
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise InvalidCall("INVALID_HEADER", f"header name {name!r} is not a valid token")
+        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+            raise InvalidCall("INVALID_HEADER", f"header {name!r} has an invalid value")
 
 
 def check_url(url: str) -> SplitResult:

@@ -34,6 +34,7 @@ class ErrorKind(StrEnum):
     NETWORK = "error"
     TIMEOUT = "timedout"
     CAPPED = "capped"
+    EXPIRED = "expired"
     BLOCKED = "blocked"
 
 

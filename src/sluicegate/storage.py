@@ -83,8 +83,13 @@ class ConfigStore(Protocol):
 class Backend(Protocol):
     """The storage a gate runs on: one object, built in :mod:`sluicegate.wiring`."""
 
-    slots: SlotStore
-    queue: QueueStore
-    configs: ConfigStore
+    @property
+    def slots(self) -> SlotStore: ...
+
+    @property
+    def queue(self) -> QueueStore: ...
+
+    @property
+    def configs(self) -> ConfigStore: ...
 
     async def aclose(self) -> None: ...

@@ -1,0 +1,300 @@
+"""The embedded durable backend: one SQLite file, one writer thread, group commit.
+
+Contract: a push that returned is committed and survives a SIGKILL of the process; so are
+config writes. Slots stay in memory: in embedded mode one process owns its limiter. Choices:
+
+* ``journal_mode=WAL``, ``synchronous=NORMAL``: a WAL commit is complete once its frames are
+  written to the WAL file; NORMAL only skips the fsync. Written pages sit in the kernel's page
+  cache, which a killed process cannot take with it, so a commit survives SIGKILL; only an OS
+  crash or power loss can lose the last ones. The contract is a crash of the engine, and FULL
+  would add an fsync to every batch.
+* ``locking_mode=EXCLUSIVE``: a data directory is held by one process until it closes or dies.
+  Two engines sharing a journal would both dispatch every queued call: the second one fails.
+* One dedicated thread does all sqlite3 work, so the event loop never waits on disk; and
+  pushes made during a commit share the next one (group commit, see SqliteQueueStore).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sluicegate.backends.memory import MemorySlotStore
+from sluicegate.call import Call, Service
+from sluicegate.errors import StorageError
+from sluicegate.storage import ConfigStore, QueuedCall, QueueStore, SlotStore
+
+DB_NAME = "sluicegate.db"
+SCHEMA_VERSION = 1
+
+_SCHEMA = f"""BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS queued_calls (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_id TEXT NOT NULL UNIQUE, queue TEXT NOT NULL, enqueued_at REAL NOT NULL,
+    rate INTEGER NOT NULL, org TEXT NOT NULL, sandbox TEXT NOT NULL, journey TEXT NOT NULL,
+    service TEXT NOT NULL, method TEXT NOT NULL, url TEXT NOT NULL, headers TEXT NOT NULL,
+    body BLOB NOT NULL, timeout_seconds REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS configs (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL, uid TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (kind, uid));
+PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"""
+_COLUMNS = (
+    "call_id, queue, enqueued_at, rate, org, sandbox, journey, service, method, url, "
+    "headers, body, timeout_seconds"
+)
+# A re-pushed call id keeps its place (``seq``) and takes the new content, as in memory.
+_PUSH = (
+    f"INSERT INTO queued_calls ({_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
+    "ON CONFLICT (call_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.split(", ")[1:])
+)
+_REMOVE = "DELETE FROM queued_calls WHERE call_id = ?"
+_Run = tuple[str, list[tuple[Any, ...]]]  # consecutive writes of one statement
+_T = TypeVar("_T")
+_encode_headers = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+log = logging.getLogger(__name__)
+
+
+def _connect(file: Path) -> sqlite3.Connection:
+    """Open ``file`` in exclusive WAL mode and bring its schema up to date."""
+    conn = None
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(file, timeout=1.0)
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        conn.execute("PRAGMA synchronous = NORMAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if mode != "wal" or version > SCHEMA_VERSION:  # no WAL, or a newer sluicegate wrote it
+            raise sqlite3.DatabaseError(
+                f"want WAL, schema <= {SCHEMA_VERSION}; got {mode}, {version}"
+            )
+        conn.executescript(_SCHEMA)
+        return conn
+    except BaseException as exc:
+        if conn is not None:
+            conn.close()
+        if not isinstance(exc, OSError | sqlite3.Error):
+            raise
+        held = " (is another sluicegate process using it?)" if "locked" in str(exc) else ""
+        raise StorageError(f"cannot open {file}{held}: {exc}") from exc
+
+
+class _Writer:
+    """The thread that owns the connection: every database call goes through :meth:`run`."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluicegate-db")
+        self._conn: sqlite3.Connection | None = None  # set on open, cleared on close
+
+    def _call(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        assert self._conn is not None  # run() refuses to submit work before start()
+        try:
+            return fn(self._conn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{what} failed on {self.file}: {exc}") from exc
+
+    async def run(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn(connection)`` on the writer thread; sqlite3 errors become StorageError."""
+        if self._conn is None:
+            raise StorageError(f"{what}: the SQLite backend on {self.file} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, what, fn)
+
+    async def execute(self, what: str, sql: str, params: tuple[str, ...] = ()) -> list[Any]:
+        return await self.run(what, partial(_execute, sql, params))
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._conn = await loop.run_in_executor(self._executor, _connect, self.file)
+        except BaseException:
+            self._executor.shutdown(wait=True)  # the thread is idle: this returns at once
+            raise
+
+    async def aclose(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            await self.run("closing the database", sqlite3.Connection.close)
+        finally:
+            self._conn = None
+            self._executor.shutdown(wait=True)
+
+
+def _to_row(item: QueuedCall) -> tuple[Any, ...]:
+    call = item.call
+    headers = _encode_headers(dict(call.headers)) if call.headers else "{}"
+    return (
+        item.call_id, item.queue, item.enqueued_at, item.rate, call.org, call.sandbox,
+        call.journey, str(call.service), call.method, call.url, headers, bytes(call.body),
+        call.timeout_seconds,
+    )  # fmt: skip
+
+
+def _from_row(row: tuple[Any, ...]) -> QueuedCall:
+    call_id, queue, enqueued_at, rate, org, sandbox, journey, service = row[:8]
+    method, url, headers, body, timeout_seconds = row[8:]
+    try:
+        call = Call(
+            org=org, sandbox=sandbox, journey=journey, service=Service(service),
+            method=method, url=url, headers=json.loads(headers), body=bytes(body),
+            timeout_seconds=timeout_seconds,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise StorageError(f"queued call {call_id!r} cannot be read back: {exc}") from exc
+    return QueuedCall(call_id=call_id, queue=queue, call=call, enqueued_at=enqueued_at, rate=rate)
+
+
+def _commit_batch(runs: list[_Run], conn: sqlite3.Connection) -> None:
+    with conn:  # one transaction; runs in call order, so remove-then-push stays a push
+        for sql, params in runs:
+            conn.executemany(sql, params)
+
+
+def _execute(sql: str, params: tuple[str, ...], conn: sqlite3.Connection) -> list[Any]:
+    with conn:  # a transaction for writes; a no-op for reads
+        return conn.execute(sql, params).fetchall()
+
+
+class SqliteQueueStore:
+    """The queue journal, written by group commit.
+
+    ``push`` buffers its row with a future of its own (so a pusher can be cancelled alone)
+    and returns once the batch holding it is committed. ``remove`` buffers and returns at
+    once (a lost removal only means a redelivery); the drainer task writes it with the next
+    batch, which starts right away. ``pending`` first waits for every buffered write.
+    """
+
+    def __init__(self, writer: _Writer) -> None:
+        self._writer = writer
+        self._runs: list[_Run] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._drainer: asyncio.Task[None] | None = None  # None exactly when nothing is pending
+        self._closed = False
+
+    def _add(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self._closed:
+            raise StorageError("the SQLite queue store is closed")
+        if self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain())
+        if self._runs and self._runs[-1][0] is sql:
+            self._runs[-1][1].append(params)
+        else:
+            self._runs.append((sql, [params]))
+
+    def _waiter(self) -> asyncio.Future[None]:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    async def _drain(self) -> None:
+        waiters: list[asyncio.Future[None]] = []
+        try:
+            while self._waiters or self._runs:
+                runs, waiters, self._runs, self._waiters = self._runs, self._waiters, [], []
+                error: Exception | None = None
+                try:
+                    await self._writer.run("writing queue", partial(_commit_batch, runs))
+                except Exception as exc:
+                    log.error("queue: a batch for %d waiters failed: %s", len(waiters), exc)
+                    error = exc
+                for waiter in (w for w in waiters if not w.done()):  # done: pusher cancelled
+                    if error is None:
+                        waiter.set_result(None)
+                    else:
+                        waiter.set_exception(error)
+        finally:
+            # Normally a no-op; when cancelled (loop shutdown), no pusher is left waiting.
+            for waiter in (*waiters, *self._waiters):
+                waiter.cancel()
+            self._runs, self._waiters, self._drainer = [], [], None
+
+    async def push(self, item: QueuedCall) -> None:
+        self._add(_PUSH, _to_row(item))
+        await self._waiter()
+
+    async def remove(self, call_id: str) -> None:
+        self._add(_REMOVE, (call_id,))
+
+    async def flush(self) -> None:
+        """Return once every write buffered or in flight before this call is committed."""
+        if self._drainer is not None:  # a waiter alone: it is answered after the next batch
+            await self._waiter()
+
+    async def pending(self) -> list[QueuedCall]:
+        await self.flush()
+        sql = f"SELECT {_COLUMNS} FROM queued_calls ORDER BY seq"
+        rows = await self._writer.execute("reading the queue", sql)
+        return [_from_row(row) for row in rows]
+
+    async def aclose(self) -> None:
+        """Refuse new writes and wait until the buffered ones are written."""
+        self._closed = True
+        if self._drainer is not None:
+            await asyncio.wait({self._drainer})
+
+
+class SqliteConfigStore:
+    """Config documents as JSON rows; an upsert keeps a document's original place."""
+
+    def __init__(self, writer: _Writer) -> None:
+        self._writer = writer
+
+    async def save(self, kind: str, uid: str, doc: Mapping[str, Any]) -> None:
+        try:
+            text = json.dumps(dict(doc), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise StorageError(f"{kind} config {uid!r} is not JSON-ready: {exc}") from exc
+        sql = (
+            "INSERT INTO configs (kind, uid, doc) VALUES (?, ?, ?) "
+            "ON CONFLICT (kind, uid) DO UPDATE SET doc = excluded.doc"
+        )
+        await self._writer.execute(f"saving {kind} config {uid!r}", sql, (kind, uid, text))
+
+    async def delete(self, kind: str, uid: str) -> None:
+        sql = "DELETE FROM configs WHERE kind = ? AND uid = ?"
+        await self._writer.execute(f"deleting {kind} config {uid!r}", sql, (kind, uid))
+
+    async def load(self) -> list[tuple[str, dict[str, Any]]]:
+        rows = await self._writer.execute(
+            "loading configs", "SELECT kind, doc FROM configs ORDER BY seq"
+        )
+        return [(kind, json.loads(doc)) for kind, doc in rows]
+
+
+class SqliteBackend:
+    """Queues and configs in ``<path>/sluicegate.db``; slots in memory. Build with :meth:`open`."""
+
+    def __init__(self, writer: _Writer) -> None:
+        self.file = writer.file
+        # Typed as the protocols: :class:`Backend` declares plain (invariant) attributes.
+        self.slots: SlotStore = MemorySlotStore()
+        self._queue = SqliteQueueStore(writer)
+        self.queue: QueueStore = self._queue
+        self.configs: ConfigStore = SqliteConfigStore(writer)
+        self._writer = writer
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteBackend:
+        """Open (creating if missing) the data directory ``path`` and its database."""
+        writer = _Writer(Path(path) / DB_NAME)
+        await writer.start()
+        return cls(writer)
+
+    async def aclose(self) -> None:
+        """Flush buffered writes, close the database, end the writer thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._queue.aclose()
+        finally:
+            await self._writer.aclose()

@@ -1,0 +1,36 @@
+"""The timeout budget of one call: the journey's ``timeoutSeconds`` from the slot grant on.
+
+One budget covers every attempt and every wait between them. Time in the throttling
+queue does not count: the budget starts only when the call has its slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sluicegate.clock import Clock
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    """A deadline on a clock. Frozen: a call's budget never grows or shrinks."""
+
+    clock: Clock
+    started: float
+    deadline: float
+
+    @classmethod
+    def start(cls, clock: Clock, seconds: float) -> Budget:
+        now = clock.now()
+        return cls(clock=clock, started=now, deadline=now + seconds)
+
+    def remaining(self) -> float:
+        """Seconds left, never negative."""
+        return max(0.0, self.deadline - self.clock.now())
+
+    def fits(self, wait: float) -> bool:
+        """Whether waiting ``wait`` seconds still leaves time for an attempt."""
+        return self.clock.now() + wait < self.deadline
+
+    def elapsed_ms(self) -> float:
+        return (self.clock.now() - self.started) * 1000.0

@@ -1,0 +1,177 @@
+"""Runs a call that has its slots: attempts inside one budget, retries, one outcome.
+
+The order of a retry is: wait (schedule or ``Retry-After``), then a slot from every rule
+that applies (throttling first, ahead of queued first attempts; then capping, which
+ends the call ``capped`` when it has none), then a connection, then the attempt. Every
+wait and every attempt runs under the budget's deadline; whatever is running when it
+passes is cancelled and the call ends ``timedout``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sluicegate.budget import Budget
+from sluicegate.call import Call
+from sluicegate.clock import Clock
+from sluicegate.connections import ConnectionLimits
+from sluicegate.errors import EgressBlocked, TransportError
+from sluicegate.matching import Resolution
+from sluicegate.outcomes import AttemptError, CallResult, ErrorKind, Outcome
+from sluicegate.retry import RetryPolicy, is_retryable_status
+from sluicegate.storage import SlotStore
+from sluicegate.throttle import ThrottleQueue
+from sluicegate.transport import Request, Response, Transport
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What one call has done so far; turned into the frozen result at the end."""
+
+    attempts: int = 0
+    slots: int = 0
+    error: AttemptError | None = None
+    origin: AttemptError | None = None
+    response: Response | None = None
+
+    def failed(self, error: AttemptError) -> None:
+        self.origin, self.error = self.error, error
+
+
+class Executor:
+    """Makes the attempts of calls through one transport."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        transport: Transport,
+        slots: SlotStore,
+        connections: ConnectionLimits,
+        retry: RetryPolicy,
+    ) -> None:
+        self._clock = clock
+        self._transport = transport
+        self._slots = slots
+        self._connections = connections
+        self._retry = retry
+
+    async def run(
+        self,
+        call: Call,
+        resolution: Resolution,
+        *,
+        call_id: str,
+        queue: ThrottleQueue | None,
+        queued_ms: float,
+        slots: int,
+    ) -> CallResult:
+        """Run ``call``, whose first attempt already holds ``slots`` grants."""
+        budget = Budget.start(self._clock, call.timeout_seconds)
+        progress = _Progress(slots=slots)
+        request = Request(method=call.method, url=call.url, headers=call.headers, body=call.body)
+
+        def finish(outcome: Outcome) -> CallResult:
+            return CallResult(
+                call_id=call_id,
+                outcome=outcome,
+                attempts=progress.attempts,
+                slots=progress.slots,
+                queued_ms=queued_ms,
+                execution_ms=budget.elapsed_ms(),
+                endpoint=resolution.endpoint,
+                error=progress.error,
+                origin_error=progress.origin,
+                response=progress.response,
+            )
+
+        while True:
+            progress.attempts += 1
+            failure = await self._attempt(request, resolution, budget, progress)
+            if isinstance(failure, Outcome):
+                return finish(failure)
+            last = Outcome.NETWORK_ERROR if failure.status is None else Outcome.HTTP_ERROR
+            if progress.attempts > self._retry.max_retries:
+                return finish(last)
+            headers = None
+            if failure.status is not None and progress.response is not None:
+                headers = progress.response.headers
+            wait = self._retry.wait(progress.attempts - 1, headers, self._clock.now())
+            if not budget.fits(wait.seconds):
+                if wait.asked_by_server:
+                    return finish(last)
+                progress.failed(_timeout("the budget ends before the next retry"))
+                return finish(Outcome.TIMEDOUT)
+            outcome = await self._retry_slots(resolution, queue, budget, wait.seconds, progress)
+            if outcome is not None:
+                return finish(outcome)
+
+    async def _attempt(
+        self, request: Request, resolution: Resolution, budget: Budget, progress: _Progress
+    ) -> Outcome | AttemptError:
+        """One attempt: the final outcome, or the error of a failure a retry may fix."""
+        progress.response = None  # the result carries the last attempt's response, if any
+        try:
+            async with self._clock.deadline(budget.deadline):
+                if resolution.max_connections is None:
+                    response = await self._transport.send(request)
+                else:
+                    async with self._connections.hold(
+                        resolution.connection_key, resolution.max_connections
+                    ):
+                        response = await self._transport.send(request)
+        except TimeoutError:
+            progress.failed(_timeout("the attempt was cancelled at the end of the budget"))
+            return Outcome.TIMEDOUT
+        except EgressBlocked as exc:
+            progress.failed(AttemptError(kind=ErrorKind.BLOCKED, message=str(exc)))
+            return Outcome.BLOCKED
+        except TransportError as exc:
+            error = AttemptError(kind=ErrorKind.NETWORK, message=str(exc))
+        except Exception as exc:  # a transport bug must still end as an outcome, not a crash
+            message = f"unexpected {type(exc).__name__}: {exc}"
+            error = AttemptError(kind=ErrorKind.NETWORK, message=message)
+        else:
+            progress.response = response
+            if response.ok:
+                progress.origin, progress.error = progress.error, None
+                return Outcome.SUCCESS
+            status = response.status
+            error = AttemptError(kind=ErrorKind.HTTP, message=f"HTTP {status}", status=status)
+            if not is_retryable_status(status):
+                progress.failed(error)
+                return Outcome.HTTP_ERROR
+        progress.failed(error)
+        return error
+
+    async def _retry_slots(
+        self,
+        resolution: Resolution,
+        queue: ThrottleQueue | None,
+        budget: Budget,
+        wait: float,
+        progress: _Progress,
+    ) -> Outcome | None:
+        """Wait, then take the retry's slots; an outcome when the call must end instead."""
+        try:
+            async with self._clock.deadline(budget.deadline):
+                await self._clock.sleep(wait)
+                if queue is not None:
+                    await queue.wait_retry()
+                    progress.slots += 1
+        except TimeoutError:
+            progress.failed(_timeout("the budget ended while waiting to retry"))
+            return Outcome.TIMEDOUT
+        if resolution.capping:
+            now_ms = int(self._clock.now() * 1000)
+            if await self._slots.acquire(resolution.capping, now_ms):
+                progress.failed(
+                    AttemptError(kind=ErrorKind.CAPPED, message="no capping slot for the retry")
+                )
+                return Outcome.CAPPED
+            progress.slots += 1
+        return None
+
+
+def _timeout(message: str) -> AttemptError:
+    return AttemptError(kind=ErrorKind.TIMEOUT, message=message)

@@ -1,0 +1,223 @@
+"""Which rules apply to a call: URL patterns, specificity, and the resolution of a call.
+
+Pure code: no I/O and no clock. A :class:`Resolver` is built from one snapshot of the
+deployed rules and answers, for each call, which sliding windows it takes a slot from,
+which connection pool it counts against and which throttling queue (if any) it waits in.
+
+Matching, as the contract states it: scheme, host (case-insensitive) and port match
+exactly, default ports 80/443 included; ``*`` matches any run of characters in the path,
+``/`` included, possibly none; query and fragment are ignored on both sides. Among the
+patterns that match, the most specific wins (most literal characters), then the oldest.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from sluicegate.call import Call, Service
+from sluicegate.rules import CappingRule, ServiceLimit, ThrottlingRule
+from sluicegate.settings import Settings
+from sluicegate.storage import Limit
+from sluicegate.validation import DEFAULT_PORTS, split_pattern
+
+#: Resolutions kept per :class:`Resolver`. Paths often carry ids, so the set of distinct
+#: call URLs is unbounded; past this size the oldest entry makes room.
+CACHE_SIZE = 16_384
+THROTTLE_PERIOD_MS = 1_000
+
+_Where = tuple[str, str, int]  # scheme, host, port
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UrlPattern:
+    """A compiled URL pattern. ``specificity`` counts the literal (non-``*``) characters
+    of the normalized pattern ``scheme://host:port/path``."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    specificity: int
+    path_regex: re.Pattern[str]
+
+    @classmethod
+    def compile(cls, pattern: str) -> UrlPattern:
+        """Compile an absolute http(s) pattern; ``ValueError`` if it is not one (see
+        :func:`sluicegate.validation.split_pattern`)."""
+        parts = split_pattern(pattern)
+        pieces = parts.path.split("*")
+        regex = re.compile(".*".join(re.escape(piece) for piece in pieces), re.DOTALL)
+        literal = len(f"{parts.scheme}://{parts.host}:{parts.port}") + sum(map(len, pieces))
+        return cls(
+            scheme=parts.scheme,
+            host=parts.host,
+            port=parts.port,
+            path=parts.path,
+            specificity=literal,
+            path_regex=regex,
+        )
+
+    @property
+    def where(self) -> _Where:
+        return self.scheme, self.host, self.port
+
+    def matches_path(self, path: str) -> bool:
+        return self.path_regex.fullmatch(path) is not None
+
+    def matches(self, url: str) -> bool:
+        """Whether ``url`` matches; a URL that does not parse matches nothing."""
+        try:
+            where, path = locate(url)
+        except ValueError:
+            return False
+        return where == self.where and self.matches_path(path)
+
+
+_CappingBucket = list[tuple[UrlPattern, str, CappingRule]]  # (pattern, uid, rule), best first
+_ThrottlingBucket = list[tuple[UrlPattern, str, ThrottlingRule]]
+
+
+def locate(url: str) -> tuple[_Where, str]:
+    """``((scheme, host, port), path)`` of a call URL, normalized like a pattern."""
+    parts = urlsplit(url)
+    port = parts.port
+    if port is None:
+        port = DEFAULT_PORTS.get(parts.scheme, 0)
+    return (parts.scheme, parts.hostname or "", port), parts.path or "/"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeployedRule:
+    """A rule as enforced: the deployed version of a config, with what ranks it."""
+
+    uid: str
+    org: str
+    sandbox: str
+    created_at: float
+    rule: CappingRule | ThrottlingRule
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThrottleTarget:
+    """The throttling queue a call waits in: ``rate`` calls per ``period_ms``."""
+
+    key: str
+    uid: str
+    rate: int
+    period_ms: int = THROTTLE_PERIOD_MS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resolution:
+    """What applies to a call.
+
+    ``endpoint`` labels reports: the uid of the capping rule that matched, else the host.
+    Every attempt takes a slot from each window of ``capping``; ``max_connections``
+    (``None``: no limit) bounds the attempts in flight under ``connection_key``.
+    """
+
+    endpoint: str
+    capping: tuple[Limit, ...]
+    max_connections: int | None
+    connection_key: str
+    throttle: ThrottleTarget | None
+
+
+class Resolver:
+    """Resolves calls against one snapshot of the deployed rules.
+
+    Rules are indexed by org (+ sandbox for capping) and by ``(scheme, host, port)``, each
+    bucket sorted best first, so a call looks only at the patterns of its own endpoint.
+    Results are cached; a change of rules means a new resolver, hence a fresh cache.
+    """
+
+    __slots__ = ("_allowlist", "_cache", "_capping", "_settings", "_throttling")
+
+    def __init__(self, settings: Settings, rules: Iterable[DeployedRule]) -> None:
+        self._settings = settings
+        self._allowlist = frozenset(host.lower() for host in settings.datasource_allowlist)
+        self._capping: dict[tuple[str, str, _Where], _CappingBucket] = {}
+        self._throttling: dict[tuple[str, _Where], _ThrottlingBucket] = {}
+        ranked = []
+        for deployed in rules:
+            rule = deployed.rule
+            url = rule.url if isinstance(rule, CappingRule) else rule.url_pattern
+            ranked.append((UrlPattern.compile(url), deployed))
+        # Best first: the most specific, then the oldest; each bucket keeps this order.
+        ranked.sort(key=lambda item: (-item[0].specificity, item[1].created_at, item[1].uid))
+        for pattern, deployed in ranked:
+            org, uid, rule = deployed.org, deployed.uid, deployed.rule
+            if isinstance(rule, CappingRule):
+                key = (org, deployed.sandbox, pattern.where)
+                self._capping.setdefault(key, []).append((pattern, uid, rule))
+            else:
+                self._throttling.setdefault((org, pattern.where), []).append((pattern, uid, rule))
+        self._cache: dict[tuple[object, ...], Resolution] = {}
+
+    def resolve(self, call: Call) -> Resolution:
+        """What applies to ``call``; the same answer for the same rules, org and endpoint."""
+        where, path = locate(call.url)
+        key = (call.org, call.sandbox, call.service, call.method, where, path)
+        resolution = self._cache.get(key)
+        if resolution is None:
+            resolution = self._resolve(call, where, path)
+            if len(self._cache) >= CACHE_SIZE:
+                del self._cache[next(iter(self._cache))]
+            self._cache[key] = resolution
+        return resolution
+
+    def _resolve(self, call: Call, where: _Where, path: str) -> Resolution:
+        org, sandbox, service, host = call.org, call.sandbox, call.service, where[1]
+        throttle = None
+        if service is Service.ACTION:
+            for pattern, uid, throttling in self._throttling.get((org, where), ()):
+                if call.method in throttling.methods and pattern.matches_path(path):
+                    rate = throttling.max_throughput
+                    throttle = ThrottleTarget(key=f"thr:{org}:{uid}", uid=uid, rate=rate)
+                    break
+        default = self._default(call, host)
+        matched = self._capping_rule(call, where, path)
+        if matched is None:
+            return Resolution(
+                endpoint=host,
+                capping=(default,),
+                max_connections=None,
+                connection_key=default.key,
+                throttle=throttle,
+            )
+        uid, limit = matched
+        rating = limit.rating
+        key = f"cap:{org}:{sandbox}:{uid}:{service}"
+        capping = [Limit(key=key, count=rating.max_calls_count, period_ms=rating.period_ms)]
+        # A rule replaces the default, but a data source may go above 15/s only on an
+        # allowlisted host: elsewhere the default window still applies as well.
+        if service is Service.DATA_SOURCE and host not in self._allowlist:
+            capping.append(default)
+        return Resolution(
+            endpoint=uid,
+            capping=tuple(capping),
+            max_connections=limit.max_http_connections,
+            connection_key=key,
+            throttle=throttle,
+        )
+
+    def _capping_rule(
+        self, call: Call, where: _Where, path: str
+    ) -> tuple[str, ServiceLimit] | None:
+        """The uid and service limits of the best capping rule for ``call``, if any."""
+        for pattern, uid, rule in self._capping.get((call.org, call.sandbox, where), ()):
+            limit = rule.services.get(call.service)
+            if limit is not None and call.method in rule.methods and pattern.matches_path(path):
+                return uid, limit
+        return None
+
+    def _default(self, call: Call, host: str) -> Limit:
+        """The window a call's endpoint falls under when no rule replaces it."""
+        settings = self._settings
+        action = call.service is Service.ACTION
+        cap = settings.action_default if action else settings.datasource_default
+        key = f"default:{call.service}:{call.org}:{call.sandbox}:{host}"
+        return Limit(key=key, count=cap.count, period_ms=cap.period_ms)

@@ -1,0 +1,61 @@
+"""Which failed attempts are retried, and after how long.
+
+At most :data:`MAX_RETRIES` retries follow the first attempt, all inside the budget. A
+network error or a status outside 2xx is retried, except 401, 403 and 404, which no retry
+can fix and which end the call at once. The wait is a short fixed schedule (100, 200,
+400 ms) unless the response names its own with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+MAX_RETRIES = 3
+FINAL_STATUSES = frozenset({401, 403, 404})
+
+
+def is_retryable_status(status: int) -> bool:
+    """A non-2xx status a retry may fix."""
+    return not 200 <= status < 300 and status not in FINAL_STATUSES
+
+
+def retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds asked for by a ``Retry-After`` header (delta-seconds or HTTP-date), if any."""
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """The retry schedule; ``schedule[i]`` is the wait before retry ``i + 1``."""
+
+    schedule: tuple[float, ...] = (0.1, 0.2, 0.4)
+    max_retries: int = MAX_RETRIES
+
+    def wait(self, retries_made: int, headers: Mapping[str, str] | None, now: float) -> Wait:
+        """How long to wait before the next retry, and whether the server asked for it."""
+        asked = retry_after(headers, now) if headers else None
+        if asked is not None:
+            return Wait(seconds=asked, asked_by_server=True)
+        index = min(retries_made, len(self.schedule) - 1)
+        return Wait(seconds=self.schedule[index] if self.schedule else 0.0, asked_by_server=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Wait:
+    """A wait before a retry. A server-asked wait that does not fit the budget ends the
+    call with its last error; a schedule wait that does not fit ends it ``timedout``."""
+
+    seconds: float
+    asked_by_server: bool

@@ -1,0 +1,1 @@
+"""Implementations of :class:`sluicegate.transport.Transport` over real HTTP clients."""

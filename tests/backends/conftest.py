@@ -1,0 +1,64 @@
+"""The ``backend`` fixture: every contract test runs once per storage backend.
+
+To add a backend (Redis, PostgreSQL...), add one opener to :data:`BACKENDS`; every contract
+suite in this directory then runs on it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from sluicegate.backends.memory import MemoryBackend
+from sluicegate.backends.sqlite import SqliteBackend
+from sluicegate.call import Call, Service
+from sluicegate.storage import Backend, QueuedCall
+
+
+async def _memory(_: Path) -> Backend:
+    return MemoryBackend()
+
+
+async def _sqlite(tmp_path: Path) -> Backend:
+    return await SqliteBackend.open(tmp_path / "data")
+
+
+#: Name -> opener given a fresh temporary directory. The parametrization follows this list.
+BACKENDS: dict[str, Callable[[Path], Awaitable[Backend]]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+}
+
+
+@pytest.fixture(params=list(BACKENDS))
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """A freshly opened backend of each kind, closed after the test."""
+    opened = await BACKENDS[request.param](tmp_path)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+def make_queued(n: int, *, queue: str = "q", body: bytes = b"{}") -> QueuedCall:
+    """The ``n``-th queued call of a test: call id ``call-<n>``, distinct URL and enqueue time."""
+    call = Call(
+        org="org-1",
+        sandbox="prod",
+        journey="journey-1",
+        service=Service.ACTION,
+        method="POST",
+        url=f"https://api.example.com/orders/{n}",
+        headers={"content-type": "application/json"},
+        body=body,
+        timeout_seconds=30.0,
+    )
+    return QueuedCall(call_id=f"call-{n}", queue=queue, call=call, enqueued_at=1.7e9 + n, rate=200)
+
+
+@pytest.fixture
+def queued() -> Callable[..., QueuedCall]:
+    """The :func:`make_queued` factory, as a fixture so test modules need not import conftest."""
+    return make_queued

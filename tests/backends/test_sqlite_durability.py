@@ -1,0 +1,226 @@
+"""What the SQLite backend adds to the contract: durability, ownership, errors, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sluicegate.backends.sqlite import DB_NAME, SqliteBackend
+from sluicegate.errors import StorageError
+from sluicegate.storage import QueuedCall
+
+MakeQueued = Callable[..., QueuedCall]
+
+
+async def test_reopen_after_aclose_keeps_queue_and_configs(
+    tmp_path: Path, queued: MakeQueued
+) -> None:
+    """Everything written before ``aclose``, buffered removals included, is there on reopen."""
+    backend = await SqliteBackend.open(tmp_path)
+    await asyncio.gather(*(backend.queue.push(queued(n)) for n in range(5)))
+    await backend.configs.save("capping", "c1", {"uid": "c1", "n": 1})
+    await backend.configs.save("throttling", "t1", {"uid": "t1"})
+    await backend.configs.delete("capping", "c1")
+    await backend.queue.remove("call-2")  # only buffered: aclose must write it
+    await backend.aclose()
+
+    reopened = await SqliteBackend.open(tmp_path)
+    try:
+        expected_queue = [queued(n) for n in (0, 1, 3, 4)]
+        assert expected_queue == await reopened.queue.pending()
+        expected_configs: list[tuple[str, dict[str, Any]]] = [("throttling", {"uid": "t1"})]
+        assert expected_configs == await reopened.configs.load()
+    finally:
+        await reopened.aclose()
+
+
+async def test_open_creates_the_data_directory(tmp_path: Path) -> None:
+    """A missing data directory is created, with the database file inside."""
+    backend = await SqliteBackend.open(tmp_path / "a" / "b")
+    await backend.aclose()
+    assert (tmp_path / "a" / "b" / DB_NAME).is_file()
+
+
+async def test_aclose_is_idempotent_and_refuses_later_writes(
+    tmp_path: Path, queued: MakeQueued
+) -> None:
+    """A second ``aclose`` does nothing; a push after close raises StorageError."""
+    backend = await SqliteBackend.open(tmp_path)
+    await backend.aclose()
+    await backend.aclose()
+    with pytest.raises(StorageError, match="closed"):
+        await backend.queue.push(queued(0))
+    with pytest.raises(StorageError, match="closed"):
+        await backend.configs.load()
+
+
+async def test_a_held_data_directory_cannot_be_opened_twice(tmp_path: Path) -> None:
+    """While one backend holds a data directory, opening it again fails with StorageError."""
+    backend = await SqliteBackend.open(tmp_path)
+    try:
+        with pytest.raises(StorageError, match="another sluicegate process") as caught:
+            await SqliteBackend.open(tmp_path)
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+    finally:
+        await backend.aclose()
+    second = await SqliteBackend.open(tmp_path)  # released by aclose
+    await second.aclose()
+
+
+async def test_database_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A database whose ``user_version`` is newer than this code is not touched."""
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    try:
+        conn.execute("PRAGMA user_version = 99")
+    finally:
+        conn.close()
+    with pytest.raises(StorageError, match="schema"):
+        await SqliteBackend.open(tmp_path)
+
+
+async def test_data_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    """An unusable data directory raises StorageError, chained to the OS error."""
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StorageError) as caught:
+        await SqliteBackend.open(tmp_path / "file")
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+async def test_failed_batch_raises_storage_error_to_its_pushers(
+    tmp_path: Path, queued: MakeQueued
+) -> None:
+    """A commit that fails fails every push of its batch, chained to the sqlite3 error."""
+    backend = await SqliteBackend.open(tmp_path)
+    try:
+        await backend._writer.execute("sabotage", "DROP TABLE queued_calls")
+        results = await asyncio.gather(
+            *(backend.queue.push(queued(n)) for n in range(3)), return_exceptions=True
+        )
+        expected = [StorageError] * 3
+        assert expected == [type(result) for result in results]
+        assert isinstance(results[0], StorageError)
+        assert isinstance(results[0].__cause__, sqlite3.OperationalError)
+    finally:
+        await backend.aclose()
+
+
+async def test_cancelled_push_does_not_cancel_its_batch(tmp_path: Path, queued: MakeQueued) -> None:
+    """Cancelling one pusher leaves the other pushes of the same batch to complete."""
+    backend = await SqliteBackend.open(tmp_path)
+    try:
+        tasks = [asyncio.create_task(backend.queue.push(queued(n))) for n in range(3)]
+        await asyncio.sleep(0)  # all three are buffered in one batch
+        tasks[1].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        expected_results = ["ok", "CancelledError", "ok"]
+        assert expected_results == ["ok" if r is None else type(r).__name__ for r in results]
+        expected = ["call-0", "call-1", "call-2"]  # call-1 was buffered: it is written anyway
+        assert expected == [item.call_id for item in await backend.queue.pending()]
+    finally:
+        await backend.aclose()
+
+
+N_PUSHES = 2000
+CHILD = """
+import asyncio, sys
+from pathlib import Path
+from sluicegate.backends.sqlite import SqliteBackend
+from sluicegate.call import Call, Service
+from sluicegate.storage import QueuedCall
+
+N, BATCH, PAUSE = int(sys.argv[2]), 10, 0.004
+
+
+def item(n):
+    call = Call(org="o", sandbox="s", journey="j", service=Service.ACTION, method="POST",
+                url=f"https://api.example.com/{n}", body=bytes(200))
+    return QueuedCall(call_id=f"call-{n}", queue="q", call=call, enqueued_at=float(n), rate=200)
+
+
+async def main():
+    backend = await SqliteBackend.open(Path(sys.argv[1]))
+
+    def batch(start):
+        return asyncio.gather(*(backend.queue.push(item(n)) for n in range(start, start + BATCH)))
+
+    previous = batch(0)
+    for end in range(BATCH, N + BATCH, BATCH):
+        current = batch(end) if end < N else None
+        for _ in range(3):  # let `current` reach the writer thread: in flight during the ack
+            await asyncio.sleep(0)
+        await previous
+        print(end, flush=True)  # every push below `end` is acknowledged
+        previous = current
+        await asyncio.sleep(PAUSE)  # spreads the stream over about a second
+    print("done", flush=True)
+    await asyncio.sleep(3600)
+
+
+asyncio.run(main())
+"""
+
+
+def run_and_kill(data_dir: Path, *, kill_after: int) -> tuple[int, int, str]:
+    """Start the pushing child, SIGKILL it once ``kill_after`` pushes are acknowledged.
+
+    Returns (pushes acknowledged, child return code, child stderr). The child is killed and
+    reaped whatever happens; a watchdog kills it if it hangs.
+    """
+    stderr = data_dir.parent / "child.err"
+    with stderr.open("w") as err:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(data_dir), str(N_PUSHES)],
+            stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
+    watchdog = threading.Timer(60, child.kill)
+    watchdog.start()
+    acked = 0
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.strip().isdigit():
+                acked = int(line)
+            if acked >= kill_after or line.strip() == "done":
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        # Lines the child printed before it died are acknowledgements too.
+        for line in child.stdout.read().splitlines(keepends=True):
+            if line.endswith("\n") and line.strip().isdigit():
+                acked = int(line)
+    finally:
+        watchdog.cancel()
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    return acked, child.returncode, stderr.read_text()
+
+
+@pytest.mark.slow
+async def test_sigkill_loses_no_acknowledged_push(tmp_path: Path) -> None:
+    """A child killed with SIGKILL mid-stream: every acknowledged push is stored, in order."""
+    data_dir = tmp_path / "data"
+    acked, returncode, stderr = run_and_kill(data_dir, kill_after=300)
+    expected_returncode = -signal.SIGKILL
+    assert expected_returncode == returncode, stderr
+    assert 300 <= acked < N_PUSHES, f"not killed mid-stream: {acked} acked\n{stderr}"
+
+    backend = await SqliteBackend.open(data_dir)
+    try:
+        stored = [item.call_id for item in await backend.queue.pending()]
+    finally:
+        await backend.aclose()
+    # A prefix of the pushes, at least as long as the acknowledged part: none lost, no gap.
+    expected = [f"call-{n}" for n in range(max(acked, len(stored)))]
+    assert expected == stored

@@ -1,0 +1,298 @@
+"""The aiohttp transport against real HTTP servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from sluicegate.egress import EgressPolicy
+from sluicegate.errors import EgressBlocked, TransportError
+from sluicegate.settings import Settings
+from sluicegate.transport import Request
+from sluicegate.transports.aiohttp import AiohttpTransport
+
+MAX_BODY = 1024
+LOOPBACK = Settings(allow_loopback=True)
+#: The paths requested, in order; a list because the app state is frozen once started.
+HITS = web.AppKey("hits", list[str])
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def ok(request: web.Request) -> web.Response:
+    request.app[HITS].append(request.path_qs)
+    response = web.Response(text="hello", headers={"X-Test": "yes"})
+    response.headers.extend([("X-Multi", "1"), ("x-multi", "2")])
+    return response
+
+
+async def status(request: web.Request) -> web.Response:
+    response = web.Response(status=int(request.match_info["code"]), text="z" * 500)
+    response.enable_compression(web.ContentCoding.gzip)
+    return response
+
+
+async def sized(request: web.Request) -> web.StreamResponse:
+    """Streams ``size`` bytes in chunks of 100, so the body arrives in pieces."""
+    size = int(request.match_info["size"])
+    response = web.StreamResponse()
+    await response.prepare(request)
+    for start in range(0, size, 100):
+        await response.write(b"x" * min(100, size - start))
+    return response
+
+
+async def echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    auth = request.headers.get("Authorization", "-")
+    return web.Response(text=f"{request.method} {len(body)} {auth}")
+
+
+async def redirect(request: web.Request) -> web.Response:
+    """Redirects with the status and Location given in the query string."""
+    code = int(request.query.get("status", "302"))
+    location = request.query["to"].replace("PORT", str(request.url.port))
+    return web.Response(status=code, headers={"Location": location})
+
+
+async def chain(request: web.Request) -> web.Response:
+    """Redirects ``n`` times (``/chain/n`` to ``/chain/n-1``) before answering."""
+    request.app[HITS].append(request.path_qs)
+    left = int(request.match_info["left"])
+    if left == 0:
+        return web.Response(text="end of chain")
+    return web.Response(status=307, headers={"Location": f"/chain/{left - 1}"})
+
+
+ROUTES = {"/ok": ok, "/status/{code}": status, "/sized/{size}": sized, "/echo": echo,
+          "/redirect": redirect, "/chain/{left}": chain}  # fmt: skip
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[TestServer]:
+    app = web.Application()
+    app[HITS] = []
+    for path, handler in ROUTES.items():
+        app.router.add_route("*", path, handler)
+    test_server = TestServer(app, host="127.0.0.1")
+    await test_server.start_server()
+    yield test_server
+    await test_server.close()
+
+
+@asynccontextmanager
+async def make_transport(settings: Settings, **kwargs: int) -> AsyncIterator[AiohttpTransport]:
+    transport = AiohttpTransport(policy=EgressPolicy(settings), max_body=MAX_BODY, **kwargs)
+    try:
+        yield transport
+    finally:
+        await transport.aclose()
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[AiohttpTransport]:
+    async with make_transport(LOOPBACK) as made:
+        yield made
+
+
+@asynccontextmanager
+async def raw_server(handle: StreamHandler) -> AsyncIterator[int]:
+    """A bare TCP server on loopback, for behaviours no well-behaved HTTP server has."""
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield listener.sockets[0].getsockname()[1]
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+def get(url: str, **headers: str) -> Request:
+    return Request(method="GET", url=url, headers=headers)
+
+
+def url(server: TestServer, path: str) -> str:
+    return str(server.make_url(path))
+
+
+async def test_ok_response(server: TestServer, transport: AiohttpTransport) -> None:
+    """A 200 comes back with its body and headers, repeated headers joined."""
+    got = await transport.send(get(url(server, "/ok")))
+    expected = (200, b"hello", "yes", "1, 2", False)
+    headers = got.headers
+    assert expected == (got.status, got.body, headers["X-Test"], headers["X-Multi"], got.truncated)
+
+
+@pytest.mark.parametrize("code", [200, 404, 500, 503])
+async def test_any_status_is_a_response(
+    server: TestServer, transport: AiohttpTransport, code: int
+) -> None:
+    """Every status is returned as a response, never raised; gzip bodies arrive decompressed."""
+    response = await transport.send(get(url(server, f"/status/{code}")))
+    expected = (code, b"z" * 500)
+    assert expected == (response.status, response.body)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [(0, (0, False)), (MAX_BODY - 1, (MAX_BODY - 1, False)), (MAX_BODY, (MAX_BODY, False)),
+     (MAX_BODY + 1, (MAX_BODY, True)), (50_000, (MAX_BODY, True))],
+)  # fmt: skip
+async def test_body_cap(
+    server: TestServer, transport: AiohttpTransport, size: int, expected: tuple[int, bool]
+) -> None:
+    """The body is cut at max_body, and truncated says so only when bytes were dropped."""
+    response = await transport.send(get(url(server, f"/sized/{size}")))
+    assert expected == (len(response.body), response.truncated)
+
+
+@pytest.mark.parametrize(
+    ("reset", "expected"),
+    [(True, "connection reset by peer"),
+     (False, "server closed the connection without a response")],
+)  # fmt: skip
+async def test_hang_up(transport: AiohttpTransport, reset: bool, expected: str) -> None:
+    """A server that resets or closes the connection instead of answering: TransportError."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if reset:  # linger 0: close with a RST rather than a FIN
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.close()
+
+    async with raw_server(hang_up) as port:
+        with pytest.raises(TransportError) as caught:
+            await transport.send(get(f"http://127.0.0.1:{port}/"))
+    assert (TransportError, expected) == (type(caught.value), str(caught.value))
+
+
+async def test_connection_refused(transport: AiohttpTransport) -> None:
+    """Nothing listening on the port makes a TransportError naming host and port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(TransportError) as caught:
+        await transport.send(get(f"http://127.0.0.1:{port}/"))
+    expected = (TransportError, f"cannot connect to host 127.0.0.1:{port}: connection refused")
+    assert expected == (type(caught.value), str(caught.value))
+
+
+@pytest.mark.parametrize(
+    ("status", "method", "expected"),
+    [(302, "GET", b"GET 4 -"), (303, "POST", b"GET 0 -"), (302, "POST", b"GET 0 -"),
+     (301, "POST", b"GET 0 -"), (307, "POST", b"POST 4 -"), (308, "PUT", b"PUT 4 -"),
+     (302, "PUT", b"PUT 4 -")],
+)  # fmt: skip
+async def test_redirect_method(
+    server: TestServer, transport: AiohttpTransport, status: int, method: str, expected: bytes
+) -> None:
+    """Redirects are followed; 303, and 301/302 after a POST, become a GET without body."""
+    target = url(server, f"/redirect?status={status}&to=/echo")
+    response = await transport.send(Request(method=method, url=target, body=b"data"))
+    assert expected == response.body
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [("/echo", b"GET 0 secret"), ("http://localhost:PORT/echo", b"GET 0 -")],
+)
+async def test_redirect_credentials(
+    server: TestServer, transport: AiohttpTransport, target: str, expected: bytes
+) -> None:
+    """Authorization survives a same-origin redirect and is dropped on a cross-origin one."""
+    request = get(url(server, f"/redirect?to={target}"), Authorization="secret")
+    assert expected == (await transport.send(request)).body
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("http://10.0.0.1/", "host '10.0.0.1' is an IP address; only host names are allowed"),
+        ("ftp://example.org/", "scheme 'ftp' is not allowed"),
+        ("http://0x7f.1/", "host '0x7f.1' is a non-canonical form of the IP address 127.0.0.1"),
+    ],
+)  # fmt: skip
+async def test_redirect_refused(
+    server: TestServer, transport: AiohttpTransport, target: str, reason: str
+) -> None:
+    """A redirect to a URL the policy refuses raises EgressBlocked."""
+    with pytest.raises(EgressBlocked) as caught:
+        await transport.send(get(url(server, f"/redirect?to={target}")))
+    assert reason == str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("start", "expected"),
+    [(2, (200, b"end of chain", 3)), (3, (307, b"", 3)), (50, (307, b"", 3))],
+)
+async def test_redirect_limit(
+    server: TestServer, start: int, expected: tuple[int, bytes, int]
+) -> None:
+    """Up to max_redirects are followed; past it the last 3xx response is returned as is."""
+    async with make_transport(LOOPBACK, max_redirects=2) as transport:
+        response = await transport.send(get(url(server, f"/chain/{start}")))
+    assert expected == (response.status, response.body, len(server.app[HITS]))
+
+
+async def test_loopback_without_loopback_mode(server: TestServer) -> None:
+    """Without loopback mode: port refused, then the address, unless the host is allowed."""
+    port = server.port
+    assert port is not None
+    localhost = get(f"http://localhost:{port}/ok")
+    refusals = {
+        f"host 'localhost' resolves to {a}, a loopback address" for a in ("127.0.0.1", "::1")
+    }
+    async with make_transport(Settings()) as transport:
+        with pytest.raises(EgressBlocked) as caught:
+            await transport.send(localhost)
+        assert f"port {port} is not allowed" == str(caught.value)
+    async with make_transport(Settings(allowed_ports=frozenset({port}))) as transport:
+        for _ in range(2):  # a refusal is never cached as an empty answer
+            with pytest.raises(EgressBlocked) as caught:
+                await transport.send(localhost)
+            assert str(caught.value) in refusals
+    allowed = Settings(allowed_ports=frozenset({port}), allowed_hosts=frozenset({"localhost"}))
+    async with make_transport(allowed) as transport:
+        response = await transport.send(localhost)
+    expected = (200, ["/ok"])  # the one request that reached the server
+    assert expected == (response.status, server.app[HITS])
+
+
+async def test_cancellation(transport: AiohttpTransport) -> None:
+    """Cancelling a send raises only CancelledError and closes the connection."""
+    received = asyncio.Event()
+    disconnected = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            received.set()
+            await reader.read()  # b"" once the client closes its side
+            disconnected.set()
+        finally:
+            writer.close()
+
+    async with raw_server(slow) as port:
+        task = asyncio.create_task(transport.send(get(f"http://127.0.0.1:{port}/slow")))
+        await asyncio.wait_for(received.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(disconnected.wait(), 5)
+    assert task.cancelled()
+
+
+@pytest.mark.parametrize(("method", "headers"), [("GET", {"X-A": "b\r\nX-B: c"}), ("GE T", {})])
+async def test_unwritable_request(
+    server: TestServer, transport: AiohttpTransport, method: str, headers: dict[str, str]
+) -> None:
+    """A request aiohttp will not write (header injection, bad method) is a TransportError."""
+    with pytest.raises(TransportError) as caught:
+        await transport.send(Request(method=method, url=url(server, "/ok"), headers=headers))
+    assert str(caught.value).startswith("invalid request: ")
