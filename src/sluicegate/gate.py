@@ -241,7 +241,7 @@ class Gate:
                 call=call,
                 enqueued_at=enqueued_at,
                 rate=queue.rate,
-            )  # fmt: skip
+            )
         )
         admission = queue.enqueue(enqueued_at)
         if handle is not None:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from sluicegate.backends.memory import MemorySlotStore
 from sluicegate.call import Call, Service
 from sluicegate.errors import StorageError
-from sluicegate.storage import ConfigStore, QueuedCall, QueueStore, SlotStore
+from sluicegate.storage import QueuedCall
 
 DB_NAME = "sluicegate.db"
 SCHEMA_VERSION = 1
@@ -274,11 +274,9 @@ class SqliteBackend:
 
     def __init__(self, writer: _Writer) -> None:
         self.file = writer.file
-        # Typed as the protocols: :class:`Backend` declares plain (invariant) attributes.
-        self.slots: SlotStore = MemorySlotStore()
-        self._queue = SqliteQueueStore(writer)
-        self.queue: QueueStore = self._queue
-        self.configs: ConfigStore = SqliteConfigStore(writer)
+        self.slots = MemorySlotStore()
+        self.queue = SqliteQueueStore(writer)
+        self.configs = SqliteConfigStore(writer)
         self._writer = writer
         self._closed = False
 
@@ -295,6 +293,6 @@ class SqliteBackend:
             return
         self._closed = True
         try:
-            await self._queue.aclose()
+            await self.queue.aclose()
         finally:
             await self._writer.aclose()

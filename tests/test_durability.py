@@ -1,0 +1,143 @@
+"""Throttled calls survive a crash: journaled before they wait, delivered after restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from conftest import API, ORG, SANDBOX, deploy, throttling
+from sluicegate.backends.memory import MemorySlotStore
+from sluicegate.configs import ConfigKind
+from sluicegate.gate import Gate
+from sluicegate.outcomes import Outcome
+from sluicegate.settings import HOUR, Settings
+from sluicegate.storage import Limit
+from sluicegate.testing import FakeClock, MockTransport
+from sluicegate.throttle import ThrottleQueue
+from sluicegate.transport import Response
+
+CALLS = 1000
+
+# The child: deploys a 200/s throttle on the parent's system, submits CALLS calls (the
+# first 200 go at once, the rest are journaled and queued), says so, then waits forever.
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from sluicegate import Gate, ConfigKind, Settings
+
+    async def main(data_dir, base):
+        settings = Settings(allow_loopback=True)
+        async with Gate.open(data_dir, settings=settings) as gate:
+            payload = {"urlPattern": base + "/*", "methods": ["POST"], "maxThroughput": 200}
+            scope = {"org": "acme", "sandbox": "prod"}
+            record = await gate.rules.create(ConfigKind.THROTTLING, payload=payload, **scope)
+            await gate.rules.deploy(ConfigKind.THROTTLING, uid=record.uid, **scope)
+            for i in range(CALLS):
+                await gate.submit(org="acme", sandbox="prod", journey="j", service="action",
+                                  method="POST", url=f"{base}/call/{i}")
+            print("SUBMITTED", flush=True)
+            await asyncio.Event().wait()
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+).replace("CALLS", str(CALLS))
+
+
+@pytest.fixture
+async def system() -> AsyncIterator[tuple[str, list[int]]]:
+    """An external system on loopback that records the call number of every delivery."""
+    delivered: list[int] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        delivered.append(int(request.match_info["n"]))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/call/{n}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", delivered
+    await runner.cleanup()
+
+
+async def test_sigkill_loses_no_queued_call(tmp_path: Path, system: tuple[str, list[int]]) -> None:
+    """A process killed with SIGKILL while holding a full throttling queue loses nothing:
+    after restart every queued call is delivered, in arrival order."""
+    base, delivered = system
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, str(tmp_path), base,
+        stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        async with asyncio.timeout(60):
+            line = await child.stdout.readline()
+        assert b"SUBMITTED\n" == line
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    assert -signal.SIGKILL == child.returncode
+    before = len(delivered)
+    assert before < CALLS  # the kill did find calls still queued
+
+    clock = FakeClock(start=time.time())
+    async with Gate.open(tmp_path, settings=Settings(allow_loopback=True), clock=clock):
+        async with asyncio.timeout(30):
+            while set(delivered) != set(range(CALLS)):
+                await clock.advance(1.0)
+                await asyncio.sleep(0.01)  # let the deliveries' real I/O complete
+    redelivered = delivered[before:]
+    assert sorted(redelivered) == redelivered  # FIFO after restart
+
+
+async def test_queued_calls_expire_after_six_hours_across_a_restart(tmp_path: Path) -> None:
+    """A call still queued 6 hours after it arrived leaves with outcome expired, even when
+    the engine restarted in between; calls younger than that are delivered."""
+    clock = FakeClock()
+    transport = MockTransport(lambda _: Response(status=200))
+    call = {"org": ORG, "sandbox": SANDBOX, "journey": "j", "service": "action",
+            "method": "POST", "url": f"{API}/x"}  # fmt: skip
+    async with Gate.open(tmp_path, clock=clock, transport=transport) as gate:
+        await deploy(gate, ConfigKind.THROTTLING, throttling(f"{API}/*", 200))
+        first = [await gate.submit(**call) for _ in range(300)]
+        assert 100 == sum(h.state == "queued" for h in first)
+    await clock.advance(6 * HOUR)
+    async with Gate.open(tmp_path, clock=clock, transport=transport) as gate:
+        await clock.advance(0)
+        assert {Outcome.EXPIRED: 100} == gate.counters.outcomes()
+        assert [] == [q for q in gate.queues() if q.depth]
+    assert 200 == len(transport.requests)
+
+
+async def test_queued_call_expires_at_six_hours_exactly() -> None:
+    """The 6-hour limit is exact: waiting 6 h minus 1 ms is still queued, 6 h is expired."""
+
+    class Full(MemorySlotStore):
+        async def acquire(self, limits: object, now_ms: int) -> int:
+            return 1_000
+
+    clock = FakeClock()
+    queue = ThrottleQueue(key="thr", rate=200, clock=clock, slots=Full(), max_age=6 * HOUR)
+    admission = queue.enqueue(clock.now())
+    await clock.advance(6 * HOUR - 0.001)
+    assert not admission.done()
+    assert 1 == len(queue)
+    await clock.advance(0.001)
+    assert admission.done()
+    assert admission.result() is False
+    assert Limit(key="thr", count=200, period_ms=1000) == queue.limit
+    await queue.aclose()
