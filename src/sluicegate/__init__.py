@@ -22,10 +22,12 @@ from sluicegate.errors import (
     StorageError,
     TransportError,
 )
-from sluicegate.gate import CallHandle, Gate, QueueState
+from sluicegate.gate import Gate
+from sluicegate.handle import CallHandle
 from sluicegate.outcomes import AttemptError, CallResult, ErrorKind, Outcome
 from sluicegate.rules import Validation
 from sluicegate.settings import DefaultCap, Settings
+from sluicegate.throttle import QueueState
 from sluicegate.transport import Request, Response, Transport
 
 __all__ = [

@@ -13,54 +13,25 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sluicegate.call import Call
 from sluicegate.clock import Clock, SystemClock
-from sluicegate.configs import ConfigKind, ConfigRecord, RuleBook
+from sluicegate.configs import RuleBook
 from sluicegate.connections import ConnectionLimits
 from sluicegate.egress import EgressPolicy
 from sluicegate.executor import Executor
+from sluicegate.handle import CallHandle
 from sluicegate.matching import Resolution
 from sluicegate.outcomes import AttemptError, CallResult, ErrorKind, Outcome
 from sluicegate.reporting import Counters, Reporter
 from sluicegate.retry import RetryPolicy
 from sluicegate.settings import Settings
-from sluicegate.storage import Backend, QueuedCall
-from sluicegate.throttle import ThrottleQueue
+from sluicegate.storage import Backend
+from sluicegate.throttle import Admission, QueueState, ThrottleQueue, Throttling
 from sluicegate.transport import Transport
 from sluicegate.wiring import default_transport, open_backend
-
-State = Literal["queued", "running", "done"]
-
-
-class CallHandle:
-    """A call submitted without waiting for its end: its id, its state, its result."""
-
-    def __init__(self, call_id: str) -> None:
-        self.call_id = call_id
-        self.state: State = "queued"
-        self._accepted = asyncio.Event()
-        self._result: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
-
-    def done(self) -> bool:
-        return self._result.done()
-
-    async def result(self) -> CallResult:
-        """Wait for the call to end; cancelling this wait does not cancel the call."""
-        return await asyncio.shield(self._result)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class QueueState:
-    """A throttling queue as the reports show it."""
-
-    key: str
-    rate: int
-    depth: int
-    oldest_age: float | None
 
 
 class Gate:
@@ -90,7 +61,10 @@ class Gate:
         self._reporter = reporter
         self._policy = EgressPolicy(settings)
         self._connections = ConnectionLimits()
-        self._queues: dict[str, ThrottleQueue] = {}
+        self._throttling = Throttling(
+            clock=clock, slots=backend.slots, journal=backend.queue,
+            max_age=settings.queue_max_age,
+        )  # fmt: skip
         self._handles: dict[str, CallHandle] = {}
         self._tasks: set[asyncio.Task[CallResult]] = set()
         self._closing = False
@@ -101,7 +75,7 @@ class Gate:
             connections=self._connections,
             retry=RetryPolicy(schedule=settings.retry_schedule),
         )
-        rules.on_change(self._rule_changed)
+        rules.on_change(self._throttling.rule_changed)
 
     @classmethod
     @asynccontextmanager
@@ -183,7 +157,7 @@ class Gate:
         )  # fmt: skip
         handle = CallHandle(call_id or _new_id())
         self._spawn(handle, self._execute(call, handle.call_id, handle))
-        await handle._accepted.wait()
+        await handle.accepted()
         return handle
 
     def handle(self, call_id: str) -> CallHandle | None:
@@ -191,34 +165,19 @@ class Gate:
         return self._handles.get(call_id)
 
     def queues(self) -> list[QueueState]:
-        now = self._clock.now()
-        return [
-            QueueState(
-                key=queue.key,
-                rate=queue.rate,
-                depth=len(queue),
-                oldest_age=None if (oldest := queue.oldest()) is None else now - oldest,
-            )
-            for queue in self._queues.values()
-        ]
+        """Depth, rate and oldest age of every throttling queue this gate has seen."""
+        return self._throttling.states()
 
     def _spawn(self, handle: CallHandle, work: Coroutine[Any, Any, CallResult]) -> None:
+        """Run a call in the background, reachable by its id until it ends."""
         self._handles[handle.call_id] = handle
-        task = asyncio.create_task(work)
+        task = handle.run(work)
         self._tasks.add(task)
+        task.add_done_callback(lambda task: self._ended(task, handle.call_id))
 
-        def ended(task: asyncio.Task[CallResult]) -> None:
-            self._tasks.discard(task)
-            self._handles.pop(handle.call_id, None)
-            handle._accepted.set()
-            if task.cancelled():
-                handle._result.cancel()
-            elif (exc := task.exception()) is not None:
-                handle._result.set_exception(exc)
-            else:
-                handle._result.set_result(task.result())
-
-        task.add_done_callback(ended)
+    def _ended(self, task: asyncio.Task[CallResult], call_id: str) -> None:
+        self._tasks.discard(task)
+        self._handles.pop(call_id, None)
 
     async def _execute(self, call: Call, call_id: str, handle: CallHandle | None) -> CallResult:
         reason = self._policy.check_url(call.url)
@@ -227,28 +186,12 @@ class Gate:
             endpoint = call.parts.hostname or ""
             return self._report(call, _ended(call_id, Outcome.BLOCKED, endpoint, error))
         resolution = self.rules.resolve(call)
-        target = resolution.throttle
-        if target is None:
+        if resolution.throttle is None:
             return await self._admitted(call, call_id, resolution, None, None, handle)
-        queue = self._queue(target.key, target.rate)
-        if await queue.try_now():
-            return await self._admitted(call, call_id, resolution, queue, None, handle)
-        enqueued_at = self._clock.now()
-        await self._backend.queue.push(
-            QueuedCall(
-                call_id=call_id,
-                queue=queue.key,
-                call=call,
-                enqueued_at=enqueued_at,
-                rate=queue.rate,
-            )
-        )
-        admission = queue.enqueue(enqueued_at)
-        if handle is not None:
-            handle._accepted.set()
-        return await self._admitted(
-            call, call_id, resolution, queue, admission, handle, enqueued_at=enqueued_at
-        )
+        queue, admission = await self._throttling.admit(call_id, call, resolution.throttle)
+        if handle is not None and admission is not None:
+            handle.accept("queued")
+        return await self._admitted(call, call_id, resolution, queue, admission, handle)
 
     async def _admitted(
         self,
@@ -256,9 +199,8 @@ class Gate:
         call_id: str,
         resolution: Resolution,
         queue: ThrottleQueue | None,
-        admission: asyncio.Future[bool] | None,
+        admission: Admission | None,
         handle: CallHandle | None,
-        enqueued_at: float | None = None,
     ) -> CallResult:
         """The rest of a call once it is either queued (``admission``) or holds its
         throttling slot (``queue`` without ``admission``), or is not throttled at all."""
@@ -267,17 +209,15 @@ class Gate:
         finished = False
         try:
             if admission is not None:
-                granted = await admission
-                start = enqueued_at if enqueued_at is not None else self._clock.now()
-                queued_ms = max(0.0, (self._clock.now() - start) * 1000)
+                granted = await admission.granted
+                queued_ms = max(0.0, (self._clock.now() - admission.enqueued_at) * 1000)
                 if not granted:
                     result = _ended(call_id, Outcome.EXPIRED, resolution.endpoint, _expired(),
                                     queued_ms=queued_ms)  # fmt: skip
                     finished = True
                     return self._report(call, result)
             if handle is not None:
-                handle.state = "running"
-                handle._accepted.set()
+                handle.accept("running")
             if resolution.capping:
                 now_ms = int(self._clock.now() * 1000)
                 if await self._backend.slots.acquire(resolution.capping, now_ms):
@@ -293,42 +233,19 @@ class Gate:
             finished = True
             return self._report(call, result)
         finally:
-            if handle is not None:
-                handle.state = "done"
             # A call cut short by a shutdown stays journaled and runs again after restart.
             if admission is not None and (finished or not self._closing):
-                await self._backend.queue.remove(call_id)
-
-    def _queue(self, key: str, rate: int) -> ThrottleQueue:
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = ThrottleQueue(
-                key=key, rate=rate, clock=self._clock, slots=self._backend.slots,
-                max_age=self.settings.queue_max_age,
-            )  # fmt: skip
-        else:
-            queue.rate = rate
-        return queue
-
-    def _rule_changed(self, record: ConfigRecord | None) -> None:
-        """A deployed throttling edit takes effect at once on its queue."""
-        if record is None or record.kind is not ConfigKind.THROTTLING:
-            return
-        rule = record.deployed_rule
-        key = f"thr:{record.org}:{record.uid}"
-        if rule is not None and key in self._queues:
-            self._queues[key].rate = rule.max_throughput  # type: ignore[union-attr]
+                await self._throttling.forget(call_id)
 
     async def _recover(self) -> None:
-        """Queue again, in their original order, the calls journaled before a restart."""
-        for item in await self._backend.queue.pending():
-            queue = self._queue(item.queue, item.rate)
-            admission = queue.enqueue(item.enqueued_at)
+        """Run again the calls journaled before a restart (they are queued in order)."""
+        for item, queue, admission in await self._throttling.recover():
             handle = CallHandle(item.call_id)
             resolution = self.rules.resolve(item.call)
-            work = self._admitted(item.call, item.call_id, resolution, queue, admission, handle,
-                                  enqueued_at=item.enqueued_at)  # fmt: skip
-            self._spawn(handle, work)
+            self._spawn(
+                handle,
+                self._admitted(item.call, item.call_id, resolution, queue, admission, handle),
+            )
 
     def _report(self, call: Call, result: CallResult) -> CallResult:
         self.counters.record(call, result)
@@ -339,8 +256,7 @@ class Gate:
     async def aclose(self) -> None:
         """Stop: queued calls stay journaled; running calls are cancelled."""
         self._closing = True
-        for queue in self._queues.values():
-            await queue.aclose()
+        await self._throttling.aclose()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -80,6 +80,11 @@ _CappingBucket = list[tuple[UrlPattern, str, CappingRule]]  # (pattern, uid, rul
 _ThrottlingBucket = list[tuple[UrlPattern, str, ThrottlingRule]]
 
 
+def throttle_key(org: str, uid: str) -> str:
+    """The slot and queue key of an org's throttling config: one per org, all sandboxes."""
+    return f"thr:{org}:{uid}"
+
+
 def locate(url: str) -> tuple[_Where, str]:
     """``((scheme, host, port), path)`` of a call URL, normalized like a pattern."""
     parts = urlsplit(url)
@@ -176,7 +181,7 @@ class Resolver:
             for pattern, uid, throttling in self._throttling.get((org, where), ()):
                 if call.method in throttling.methods and pattern.matches_path(path):
                     rate = throttling.max_throughput
-                    throttle = ThrottleTarget(key=f"thr:{org}:{uid}", uid=uid, rate=rate)
+                    throttle = ThrottleTarget(key=throttle_key(org, uid), uid=uid, rate=rate)
                     break
         default = self._default(call, host)
         matched = self._capping_rule(call, where, path)

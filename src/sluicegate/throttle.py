@@ -6,8 +6,8 @@ calls already running are served ahead of first attempts. A first attempt still 
 ``max_age`` after it was queued (6 hours) leaves with ``expired``. The queue keeps its
 last rate, so calls queued before an undeploy drain at the last deployed rate.
 
-Durability is the gate's business (it journals a call before queueing it); this module
-only orders waiters and hands out slots.
+:class:`Throttling` holds a gate's queues and makes them durable: a call is journaled
+before it waits, forgotten when it ends, and queued again in order after a restart.
 """
 
 from __future__ import annotations
@@ -16,12 +16,26 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass
 
+from sluicegate.call import Call
 from sluicegate.clock import Clock
-from sluicegate.storage import Limit, SlotStore
+from sluicegate.matching import ThrottleTarget, throttle_key
+from sluicegate.records import ConfigKind, ConfigRecord
+from sluicegate.rules import ThrottlingRule
+from sluicegate.storage import Limit, QueuedCall, QueueStore, SlotStore
 
 PERIOD_MS = 1_000
 #: Grants handed out in a row before the drain task lets other tasks run.
 BURST = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueState:
+    """A throttling queue as reports show it."""
+
+    key: str
+    rate: int
+    depth: int
+    oldest_age: float | None
 
 
 @dataclass(slots=True)
@@ -50,9 +64,10 @@ class ThrottleQueue:
     def __len__(self) -> int:
         return len(self._first) + len(self._retries)
 
-    def oldest(self) -> float | None:
-        """Enqueue time of the oldest first attempt still waiting."""
-        return self._first[0].enqueued_at if self._first else None
+    def state(self, now: float) -> QueueState:
+        """Depth and oldest age (of first attempts still waiting) at ``now``."""
+        oldest = now - self._first[0].enqueued_at if self._first else None
+        return QueueState(key=self.key, rate=self.rate, depth=len(self), oldest_age=oldest)
 
     async def try_now(self) -> bool:
         """Take a slot at once if nobody is waiting and one is free (no queueing)."""
@@ -126,6 +141,80 @@ class ThrottleQueue:
         for line in (self._first, self._retries):
             while line:
                 line.popleft().future.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A first attempt waiting in a queue: when it arrived, and its turn (True) or its
+    expiry (False)."""
+
+    enqueued_at: float
+    granted: asyncio.Future[bool]
+
+
+class Throttling:
+    """Every throttling queue of a gate, and the journal that makes them durable."""
+
+    def __init__(self, *, clock: Clock, slots: SlotStore, journal: QueueStore, max_age: float):
+        self._clock = clock
+        self._slots = slots
+        self._journal = journal
+        self._max_age = max_age
+        self._queues: dict[str, ThrottleQueue] = {}
+
+    def queue(self, key: str, rate: int) -> ThrottleQueue:
+        """The queue of ``key``, now draining at ``rate``."""
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = ThrottleQueue(
+                key=key, rate=rate, clock=self._clock, slots=self._slots, max_age=self._max_age
+            )
+        queue.rate = rate
+        return queue
+
+    async def admit(
+        self, call_id: str, call: Call, target: ThrottleTarget
+    ) -> tuple[ThrottleQueue, Admission | None]:
+        """A slot now if nobody waits and one is free (no admission); otherwise journal
+        the call durably and queue it."""
+        queue = self.queue(target.key, target.rate)
+        if await queue.try_now():
+            return queue, None
+        now = self._clock.now()
+        item = QueuedCall(call_id=call_id, queue=queue.key, call=call, enqueued_at=now,
+                          rate=queue.rate)  # fmt: skip
+        await self._journal.push(item)
+        return queue, Admission(now, queue.enqueue(now))
+
+    async def forget(self, call_id: str) -> None:
+        """Drop an ended call from the journal."""
+        await self._journal.remove(call_id)
+
+    async def recover(self) -> list[tuple[QueuedCall, ThrottleQueue, Admission]]:
+        """Queue again, in their original order, the calls journaled before a restart,
+        each at the rate it was queued at (the last deployed rate)."""
+        recovered = []
+        for item in await self._journal.pending():
+            queue = self.queue(item.queue, item.rate)
+            admission = Admission(item.enqueued_at, queue.enqueue(item.enqueued_at))
+            recovered.append((item, queue, admission))
+        return recovered
+
+    def rule_changed(self, record: ConfigRecord | None) -> None:
+        """A deployed throttling edit takes effect at once on its queue."""
+        if record is None or record.kind is not ConfigKind.THROTTLING:
+            return
+        queue = self._queues.get(throttle_key(record.org, record.uid))
+        if isinstance(record.deployed_rule, ThrottlingRule) and queue is not None:
+            queue.rate = record.deployed_rule.max_throughput
+
+    def states(self) -> list[QueueState]:
+        now = self._clock.now()
+        return [queue.state(now) for queue in self._queues.values()]
+
+    async def aclose(self) -> None:
+        for queue in self._queues.values():
+            await queue.aclose()
 
 
 def _ms(seconds: float) -> int:
