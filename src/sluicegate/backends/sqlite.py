@@ -3,12 +3,9 @@
 Contract: a push that returned is committed and survives a SIGKILL of the process; so are
 config writes. Slots stay in memory: in embedded mode one process owns its limiter. Choices:
 
-* ``journal_mode=WAL``, ``synchronous=NORMAL``: a WAL commit is complete once its frames are
-  written to the WAL file; NORMAL only skips the fsync. Written pages sit in the kernel's page
-  cache, which a killed process cannot take with it, so a commit survives SIGKILL; only an OS
-  crash or power loss can lose the last ones. The contract is a crash of the engine, and FULL
-  would add an fsync to every batch.
-* ``locking_mode=EXCLUSIVE``: a data directory is held by one process until it closes or dies.
+* WAL with ``synchronous=NORMAL`` (see :mod:`sluicegate.backends.database`): a commit
+  survives SIGKILL; only an OS crash or power loss can lose the last ones.
+* ``locking_mode=EXCLUSIVE``: a data directory is held by one engine until it closes or dies.
   Two engines sharing a journal would both dispatch every queued call: the second one fails.
 * One dedicated thread does all sqlite3 work, so the event loop never waits on disk; and
   pushes made during a commit share the next one (group commit, see SqliteQueueStore).
@@ -20,12 +17,12 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from sluicegate.backends.database import Database
 from sluicegate.backends.memory import MemorySlotStore
 from sluicegate.call import Call, Service
 from sluicegate.errors import StorageError
@@ -34,15 +31,14 @@ from sluicegate.storage import QueuedCall
 DB_NAME = "sluicegate.db"
 SCHEMA_VERSION = 1
 
-_SCHEMA = f"""BEGIN IMMEDIATE;
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS queued_calls (seq INTEGER PRIMARY KEY AUTOINCREMENT,
     call_id TEXT NOT NULL UNIQUE, queue TEXT NOT NULL, enqueued_at REAL NOT NULL,
     rate INTEGER NOT NULL, org TEXT NOT NULL, sandbox TEXT NOT NULL, journey TEXT NOT NULL,
     service TEXT NOT NULL, method TEXT NOT NULL, url TEXT NOT NULL, headers TEXT NOT NULL,
     body BLOB NOT NULL, timeout_seconds REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS configs (seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL, uid TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (kind, uid));
-PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"""
+    kind TEXT NOT NULL, uid TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (kind, uid));"""
 _COLUMNS = (
     "call_id, queue, enqueued_at, rate, org, sandbox, journey, service, method, url, "
     "headers, body, timeout_seconds"
@@ -55,77 +51,8 @@ _PUSH = (
 )
 _REMOVE = "DELETE FROM queued_calls WHERE call_id = ?"
 _Run = tuple[str, list[tuple[Any, ...]]]  # consecutive writes of one statement
-_T = TypeVar("_T")
 _encode_headers = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 log = logging.getLogger(__name__)
-
-
-def _connect(file: Path) -> sqlite3.Connection:
-    """Open ``file`` in exclusive WAL mode and bring its schema up to date."""
-    conn = None
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(file, timeout=1.0)
-        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        conn.execute("PRAGMA synchronous = NORMAL")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if mode != "wal" or version > SCHEMA_VERSION:  # no WAL, or a newer sluicegate wrote it
-            raise sqlite3.DatabaseError(
-                f"want WAL, schema <= {SCHEMA_VERSION}; got {mode}, {version}"
-            )
-        conn.executescript(_SCHEMA)
-        return conn
-    except BaseException as exc:
-        if conn is not None:
-            conn.close()
-        if not isinstance(exc, OSError | sqlite3.Error):
-            raise
-        held = " (is another sluicegate process using it?)" if "locked" in str(exc) else ""
-        raise StorageError(f"cannot open {file}{held}: {exc}") from exc
-
-
-class _Writer:
-    """The thread that owns the connection: every database call goes through :meth:`run`."""
-
-    def __init__(self, file: Path) -> None:
-        self.file = file
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluicegate-db")
-        self._conn: sqlite3.Connection | None = None  # set on open, cleared on close
-
-    def _call(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        assert self._conn is not None  # run() refuses to submit work before start()
-        try:
-            return fn(self._conn)
-        except sqlite3.Error as exc:
-            raise StorageError(f"{what} failed on {self.file}: {exc}") from exc
-
-    async def run(self, what: str, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn(connection)`` on the writer thread; sqlite3 errors become StorageError."""
-        if self._conn is None:
-            raise StorageError(f"{what}: the SQLite backend on {self.file} is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, what, fn)
-
-    async def execute(self, what: str, sql: str, params: tuple[str, ...] = ()) -> list[Any]:
-        return await self.run(what, partial(_execute, sql, params))
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            self._conn = await loop.run_in_executor(self._executor, _connect, self.file)
-        except BaseException:
-            self._executor.shutdown(wait=True)  # the thread is idle: this returns at once
-            raise
-
-    async def aclose(self) -> None:
-        if self._conn is None:
-            return
-        try:
-            await self.run("closing the database", sqlite3.Connection.close)
-        finally:
-            self._conn = None
-            self._executor.shutdown(wait=True)
 
 
 def _to_row(item: QueuedCall) -> tuple[Any, ...]:
@@ -158,11 +85,6 @@ def _commit_batch(runs: list[_Run], conn: sqlite3.Connection) -> None:
             conn.executemany(sql, params)
 
 
-def _execute(sql: str, params: tuple[str, ...], conn: sqlite3.Connection) -> list[Any]:
-    with conn:  # a transaction for writes; a no-op for reads
-        return conn.execute(sql, params).fetchall()
-
-
 class SqliteQueueStore:
     """The queue journal, written by group commit.
 
@@ -172,7 +94,7 @@ class SqliteQueueStore:
     batch, which starts right away. ``pending`` first waits for every buffered write.
     """
 
-    def __init__(self, writer: _Writer) -> None:
+    def __init__(self, writer: Database) -> None:
         self._writer = writer
         self._runs: list[_Run] = []
         self._waiters: list[asyncio.Future[None]] = []
@@ -244,7 +166,7 @@ class SqliteQueueStore:
 class SqliteConfigStore:
     """Config documents as JSON rows; an upsert keeps a document's original place."""
 
-    def __init__(self, writer: _Writer) -> None:
+    def __init__(self, writer: Database) -> None:
         self._writer = writer
 
     async def save(self, kind: str, uid: str, doc: Mapping[str, Any]) -> None:
@@ -272,7 +194,7 @@ class SqliteConfigStore:
 class SqliteBackend:
     """Queues and configs in ``<path>/sluicegate.db``; slots in memory. Build with :meth:`open`."""
 
-    def __init__(self, writer: _Writer) -> None:
+    def __init__(self, writer: Database) -> None:
         self.file = writer.file
         self.slots = MemorySlotStore()
         self.queue = SqliteQueueStore(writer)
@@ -283,8 +205,8 @@ class SqliteBackend:
     @classmethod
     async def open(cls, path: Path) -> SqliteBackend:
         """Open (creating if missing) the data directory ``path`` and its database."""
-        writer = _Writer(Path(path) / DB_NAME)
-        await writer.start()
+        writer = Database(Path(path) / DB_NAME, schema=_SCHEMA, version=SCHEMA_VERSION)
+        await writer.start(exclusive=True)
         return cls(writer)
 
     async def aclose(self) -> None:
