@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test check lint typecheck bench clean
+.PHONY: help run demo test check lint typecheck bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -14,7 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## run the demo: a flaky loopback system behind capping and throttling rules
+run: $(STAMP)  ## start the service on 127.0.0.1:8080 with embedded storage (dev mode)
+	$(VENV)/bin/sluicegate serve --host 127.0.0.1 --port 8080 --data-dir .sluicegate --dev
+
+demo: $(STAMP)  ## a burst of calls through capping and throttling to a flaky loopback system
 	$(VENV)/bin/sluicegate demo
 
 lint: $(STAMP)  ## ruff format check and lint

@@ -28,11 +28,14 @@ class SluicegateError(Exception):
 class InvalidInput(SluicegateError):
     """Input that cannot be accepted. ``code`` is stable and machine-readable."""
 
-    def __init__(self, code: str, message: str, *, details: Sequence[Any] = ()) -> None:
+    def __init__(
+        self, code: str, message: str, *, details: Sequence[Any] = (), status: int = 400
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.details = tuple(details)
+        self.status = status
 
 
 class InvalidCall(InvalidInput):

@@ -1,0 +1,26 @@
+"""The ASGI application: routers of the service layer, one error mapping, OpenAPI."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from sluicegate.service import calls, configs, journeys, metrics, problems, reports, sandboxes
+from sluicegate.service.runtime import Runtime
+
+DESCRIPTION = """\
+sluicegate stands between a journey orchestrator and the external systems its journeys
+call. The configuration API under `/journey/orchestration` follows Adobe Journey
+Optimizer's Capping and Throttling APIs path for path; `/v1` runs guarded calls and
+reports on them. Every request sends `Authorization: Bearer <key>`, `x-gw-ims-org-id`
+and `x-sandbox-name`.
+"""
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The service on ``runtime``. OpenAPI at ``/openapi.json``, docs at ``/docs``."""
+    app = FastAPI(title="sluicegate", version="0.1.0", description=DESCRIPTION)
+    app.state.runtime = runtime
+    problems.install(app)
+    for module in (configs, calls, journeys, sandboxes, reports, metrics):
+        app.include_router(module.router)
+    return app

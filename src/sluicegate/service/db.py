@@ -1,0 +1,42 @@
+"""The service's own SQLite file: tenants, journeys, call results and report buckets.
+
+It is a separate file from the engine's journal (``sluicegate.db``, held exclusively by
+the running engine) so that ``sluicegate keys create`` can add a key while the service
+runs; WAL lets both processes write it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sluicegate.backends.database import Database
+
+DB_NAME = "service.db"
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sandboxes (org TEXT NOT NULL, name TEXT NOT NULL,
+    type TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (org, name));
+CREATE TABLE IF NOT EXISTS api_keys (token_hash TEXT PRIMARY KEY, org TEXT NOT NULL,
+    role TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS journeys (org TEXT NOT NULL, sandbox TEXT NOT NULL,
+    journey TEXT NOT NULL, timeout_seconds INTEGER NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (org, sandbox, journey));
+CREATE TABLE IF NOT EXISTS calls (call_id TEXT PRIMARY KEY, org TEXT NOT NULL,
+    sandbox TEXT NOT NULL, journey TEXT NOT NULL, state TEXT NOT NULL,
+    callback_url TEXT, idempotency_key TEXT, created_at REAL NOT NULL, result TEXT);
+CREATE INDEX IF NOT EXISTS calls_by_key ON calls (org, sandbox, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS report_buckets (org TEXT NOT NULL, sandbox TEXT NOT NULL,
+    journey TEXT NOT NULL, service TEXT NOT NULL, endpoint TEXT NOT NULL,
+    outcome TEXT NOT NULL, second INTEGER NOT NULL, calls INTEGER NOT NULL,
+    attempts INTEGER NOT NULL, retries INTEGER NOT NULL, slots INTEGER NOT NULL,
+    latency TEXT NOT NULL, queued TEXT NOT NULL,
+    PRIMARY KEY (org, sandbox, second, journey, service, endpoint, outcome));
+"""
+
+
+async def open_db(data_dir: str | Path) -> Database:
+    """Open (creating if needed) the service database in ``data_dir``."""
+    db = Database(Path(data_dir) / DB_NAME, schema=SCHEMA, version=SCHEMA_VERSION)
+    await db.start()
+    return db

@@ -1,0 +1,102 @@
+"""Errors become HTTP responses here, and only here.
+
+Every error response carries ``status``, a stable ``code`` and a readable ``message``.
+On the Adobe-compatible configuration API (``/journey/orchestration``) it also carries
+Adobe's envelope, ``error: {code, family, message, service}``, and for an invalid config
+the validation ``errors`` list of canDeploy, so existing Adobe clients read it unchanged.
+One deliberate difference from Adobe: invalid input answers 400, never 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from sluicegate.errors import ConfigError, InvalidConfig, InvalidInput, StorageError
+
+ADOBE_PREFIX = "/journey/orchestration"
+
+
+class Problem(Exception):
+    """An HTTP error raised by the service layer itself (auth, missing resources)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def problem(
+    request: Request,
+    status: int,
+    code: str | int,
+    message: str,
+    *,
+    family: str = "INPUT_OUTPUT_ERROR",
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"status": status, "code": code, "message": message}
+    if request.url.path.startswith(ADOBE_PREFIX):
+        body["error"] = {"code": code, "family": family, "message": message,
+                         "service": "sluicegate"}  # fmt: skip
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status)
+
+
+async def _problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem(request, exc.status, exc.code, exc.message)
+
+
+async def _invalid_config(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidConfig)
+    errors = list(exc.details)  # canDeploy's [{errorCode, error}]
+    return problem(request, exc.status, exc.code, exc.message, extra={"errors": errors})
+
+
+async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidInput)
+    return problem(request, exc.status, exc.code, exc.message)
+
+
+async def _config_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ConfigError)
+    return problem(request, exc.status, exc.code, exc.message)
+
+
+async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+    return problem(request, 503, "STORAGE_UNAVAILABLE", str(exc), family="INTERNAL_ERROR")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+    code = codes.get(exc.status_code, f"HTTP_{exc.status_code}")
+    return problem(request, exc.status_code, code, str(exc.detail))
+
+
+async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    message = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid")
+    details = [
+        {"field": ".".join(map(str, e.get("loc", ()))), "message": e.get("msg")}
+        for e in exc.errors()
+    ]
+    return problem(request, 400, "INVALID_REQUEST", message, extra={"details": details})
+
+
+def install(app: FastAPI) -> None:
+    """Register the one mapping from errors to responses."""
+    app.add_exception_handler(Problem, _problem)
+    app.add_exception_handler(InvalidConfig, _invalid_config)
+    app.add_exception_handler(InvalidInput, _invalid_input)
+    app.add_exception_handler(ConfigError, _config_error)
+    app.add_exception_handler(StorageError, _storage_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _request_invalid)

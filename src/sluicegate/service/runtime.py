@@ -1,0 +1,86 @@
+"""Everything a running service holds, opened and closed together.
+
+The gate (engine journal ``sluicegate.db``) and the service database (``service.db``)
+live in one data directory. Every finished call, including calls recovered from the
+journal after a restart, reaches the call log (results, callbacks) and the report
+buckets through the gate's reporter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sluicegate.call import Call
+from sluicegate.clock import Clock, SystemClock
+from sluicegate.gate import Gate
+from sluicegate.outcomes import CallResult
+from sluicegate.reporting import Reporter
+from sluicegate.service.calllog import CallLog
+from sluicegate.service.db import open_db
+from sluicegate.service.journeys import Journeys
+from sluicegate.service.reports import ReportBook
+from sluicegate.service.tenants import Tenants
+from sluicegate.settings import Settings
+from sluicegate.transport import Transport
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Runtime:
+    """The service's parts. Routes reach them through their request context."""
+
+    gate: Gate
+    tenants: Tenants
+    journeys: Journeys
+    calls: CallLog
+    reports: ReportBook
+    clock: Clock
+    settings: Settings
+    dev: bool
+
+
+class _Fanout:
+    """One reporter that hands every finished call to several."""
+
+    def __init__(self, *reporters: Reporter) -> None:
+        self._reporters = reporters
+
+    def record(self, call: Call, result: CallResult) -> None:
+        for reporter in self._reporters:
+            reporter.record(call, result)
+
+
+@asynccontextmanager
+async def open_runtime(
+    data_dir: str | Path,
+    *,
+    dev: bool = False,
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    transport: Transport | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open the service on ``data_dir``. ``dev`` allows egress to loopback and any port."""
+    clock = clock or SystemClock()
+    settings = settings or Settings(allow_loopback=dev)
+    db = await open_db(data_dir)
+    try:
+        calls = CallLog(db, clock)
+        reports = ReportBook(db, clock)
+        reporter = _Fanout(calls, reports)
+        try:
+            async with Gate.open(
+                data_dir, settings=settings, clock=clock, transport=transport, reporter=reporter
+            ) as gate:
+                await calls.start(gate)
+                await reports.start()
+                yield Runtime(
+                    gate=gate, tenants=Tenants(db, clock), journeys=Journeys(db, clock),
+                    calls=calls, reports=reports, clock=clock, settings=settings, dev=dev,
+                )  # fmt: skip
+        finally:
+            await calls.aclose()
+            await reports.aclose()
+    finally:
+        await db.aclose()

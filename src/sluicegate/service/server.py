@@ -1,0 +1,66 @@
+"""``sluicegate serve``: the service on uvicorn, until SIGTERM or SIGINT.
+
+uvicorn turns SIGTERM into a graceful shutdown: it stops accepting, finishes requests in
+flight, then the runtime closes. Calls still queued by throttling stay journaled and are
+delivered after the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+
+from sluicegate.service.app import create_app
+from sluicegate.service.runtime import Runtime, open_runtime
+from sluicegate.service.tenants import Role
+
+DEV_ORG = "demo"
+
+
+def first_call(token: str, base: str) -> str:
+    """A ready-to-paste first call for a new development key."""
+    return (
+        f"curl -s {base}/v1/calls -H 'Authorization: Bearer {token}' "
+        f"-H 'x-gw-ims-org-id: {DEV_ORG}' -H 'x-sandbox-name: prod' "
+        '-H \'Content-Type: application/json\' -d \'{"journeyId": "hello", '
+        f'"service": "action", "request": {{"method": "GET", '
+        f'"url": "{base}/openapi.json"}}}}\''
+    )
+
+
+async def dev_key(runtime: Runtime) -> str | None:
+    """On a data dir with no keys yet, an admin key for the org ``demo``."""
+    if await runtime.tenants.has_keys():
+        return None
+    return await runtime.tenants.create_key(org=DEV_ORG, role=Role.ADMIN)
+
+
+async def serve(
+    *, data_dir: Path, host: str, port: int, dev: bool, say: Callable[[str], None]
+) -> None:
+    async with open_runtime(data_dir, dev=dev) as runtime:
+        config = uvicorn.Config(
+            create_app(runtime), host=host, port=port, lifespan="off", access_log=False,
+            log_level="info", timeout_graceful_shutdown=10,
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        base = f"http://{host}:{port}"
+        if dev and (token := await dev_key(runtime)) is not None:
+            say(f"Development mode: created an admin key for the org '{DEV_ORG}':\n\n  {token}\n")
+            say(f"Try a first call:\n\n  {first_call(token, base)}\n")
+        say(f"sluicegate serving on {base} (data in {data_dir}); API docs at {base}/docs")
+        await server.serve()
+
+
+def run(coro_factory: Callable[[], object]) -> None:
+    """Run on uvloop when it is installed, else on asyncio's own loop."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.run(coro_factory())  # type: ignore[arg-type]
+        return
+    asyncio.run(coro_factory())  # type: ignore[arg-type]
