@@ -1,15 +1,18 @@
 """``sluicegate serve``: the service on uvicorn, until SIGTERM or SIGINT.
 
-uvicorn turns SIGTERM into a graceful shutdown: it stops accepting, finishes requests in
-flight, then the runtime closes. Calls still queued by throttling stay journaled and are
-delivered after the next start.
+SIGTERM is a graceful shutdown: uvicorn stops accepting and finishes the requests in
+flight, then the runtime closes (buffered results and reports are written; calls still
+queued by throttling stay journaled and are delivered after the next start), and the
+process exits 0. uvicorn's own signal capture is off: it re-raises the signal after its
+shutdown, which would kill the process before the runtime has closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import uvicorn
@@ -32,6 +35,14 @@ def first_call(token: str, base: str) -> str:
     )
 
 
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to :func:`serve`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 async def dev_key(runtime: Runtime) -> str | None:
     """On a data dir with no keys yet, an admin key for the org ``demo``."""
     if await runtime.tenants.has_keys():
@@ -47,7 +58,10 @@ async def serve(
             create_app(runtime), host=host, port=port, lifespan="off", access_log=False,
             log_level="info", timeout_graceful_shutdown=10,
         )  # fmt: skip
-        server = uvicorn.Server(config)
+        server = _Server(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
         base = f"http://{host}:{port}"
         if dev and (token := await dev_key(runtime)) is not None:
             say(f"Development mode: created an admin key for the org '{DEV_ORG}':\n\n  {token}\n")
