@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
-from measure import Series
 
+from measure import Series
 from sluicegate.backends.memory import MemorySlotStore
 from sluicegate.storage import Limit
 from sluicegate.window import SlidingWindow

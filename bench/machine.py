@@ -6,6 +6,8 @@ import datetime
 import os
 import platform
 import subprocess
+import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -14,16 +16,19 @@ from measure import uvloop_version
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _read(path: str, prefix: str) -> str | None:
-    """The value of the first ``prefix: value`` line of a /proc file, if there is one."""
+def _line(path: str, prefix: str) -> str | None:
+    """The first line of a /proc file that starts with ``prefix``, if there is one."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError:
         return None
-    for line in lines:
-        if line.startswith(prefix):
-            return line.split(":", 1)[1].strip()
-    return None
+    return next((line for line in lines if line.startswith(prefix)), None)
+
+
+def _value(path: str, name: str) -> str | None:
+    """The value of the first ``name: value`` line of a /proc file."""
+    line = _line(path, name)
+    return None if line is None else line.split(":", 1)[1].strip()
 
 
 def _commit() -> str:
@@ -45,7 +50,7 @@ def _cpus() -> int:
 
 
 def _memory() -> str:
-    total = _read("/proc/meminfo", "MemTotal")  # "24684092 kB"
+    total = _value("/proc/meminfo", "MemTotal")  # "24684092 kB"
     if total is None or not total.endswith(" kB"):
         return "unknown"
     return f"{int(total.removesuffix(' kB')) / 2**20:.1f} GiB"
@@ -57,7 +62,7 @@ def facts() -> dict[str, str]:
     return {
         "date (UTC)": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
         "cpus (nproc)": str(_cpus()),
-        "cpu": _read("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "cpu": _value("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
         "memory": _memory(),
         "os": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
@@ -67,3 +72,58 @@ def facts() -> dict[str, str]:
         "aiolimiter": metadata.version("aiolimiter"),
         "sluicegate": f"{metadata.version('sluicegate')} at commit {_commit()}",
     }
+
+
+@dataclass(frozen=True, slots=True)
+class _CpuTimes:
+    busy: float  # seconds of CPU the whole machine spent busy (steal excluded)
+    steal: float  # seconds the hypervisor gave to other guests
+    own: float  # seconds of CPU of this process and its waited-for children
+
+
+def _cpu_times() -> _CpuTimes | None:
+    """Machine-wide CPU seconds from /proc/stat, and ours from os.times()."""
+    line = _line("/proc/stat", "cpu ")
+    if line is None:
+        return None
+    ticks = [int(field) for field in line.split()[1:]]
+    hertz = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks[:8]
+    mine = os.times()
+    return _CpuTimes(
+        busy=(user + nice + system + irq + softirq) / hertz,
+        steal=steal / hertz,
+        own=mine.user + mine.system + mine.children_user + mine.children_system,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Interference:
+    """What else the machine did while the benchmarks ran."""
+
+    other_cpu: float  # CPU seconds used by processes other than the benchmark's
+    steal: float  # CPU seconds taken by the hypervisor
+    capacity: float  # CPU seconds the machine had: elapsed seconds x cpus
+
+
+class CpuMeter:
+    """Measures the CPU that other processes used between construction and :meth:`stop`.
+
+    Only children that were waited for count as ours, so stop it after the server
+    process has ended.
+    """
+
+    def __init__(self) -> None:
+        self._start = _cpu_times()
+        self._started = time.perf_counter()
+
+    def stop(self) -> Interference | None:
+        end = _cpu_times()
+        if self._start is None or end is None:
+            return None
+        elapsed = time.perf_counter() - self._started
+        return Interference(
+            other_cpu=max(0.0, (end.busy - self._start.busy) - (end.own - self._start.own)),
+            steal=end.steal - self._start.steal,
+            capacity=elapsed * _cpus(),
+        )

@@ -6,11 +6,7 @@ import asyncio
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
-
-try:
-    import uvloop
-except ImportError:  # uvloop is not built for every platform; the default loop then
-    uvloop = None
+from importlib import metadata
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +28,19 @@ class Series:
         return max(self.values)
 
 
+def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # not built for every platform: the default loop then
+        return None
+    return uvloop.new_event_loop
+
+
 def runner() -> asyncio.Runner:
     """A runner on uvloop when it is installed, as a production client would use."""
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    if uvloop is not None:
-        factory = uvloop.new_event_loop
-    return asyncio.Runner(loop_factory=factory)
+    return asyncio.Runner(loop_factory=_uvloop_factory())
 
 
 def uvloop_version() -> str | None:
-    return None if uvloop is None else str(uvloop.__version__)
+    """The version of the uvloop :func:`runner` uses, or None when it uses asyncio's loop."""
+    return None if _uvloop_factory() is None else metadata.version("uvloop")

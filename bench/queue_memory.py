@@ -12,7 +12,6 @@ import gc
 import tracemalloc
 
 from measure import Series
-
 from sluicegate.configs import ConfigKind
 from sluicegate.gate import Gate
 from sluicegate.testing import FakeClock, MockTransport, settle

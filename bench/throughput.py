@@ -18,8 +18,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
-from loopback import server_stats
-from measure import Series
 from tenacity import (
     RetryCallState,
     retry,
@@ -29,17 +27,20 @@ from tenacity import (
     wait_none,
 )
 
-
+from loopback import server_stats
+from measure import Series
 from sluicegate.configs import ConfigKind
 from sluicegate.gate import Gate
 from sluicegate.outcomes import Outcome
 from sluicegate.settings import Settings
+from sluicegate.transport import Transport
 
 CONCURRENCY = 64
 BODY = b"{}"
 TIMEOUT_SECONDS = 30  # the library's default budget; the tenacity loop's attempt timeout
 ORG, SANDBOX, JOURNEY = "bench", "prod", "bench"
-#: A capping rule that never triggers, so every call takes the capped path's window.
+#: The rate of a capping rule that never triggers; without one, the action default
+#: (300,000 calls per 60 s per host) would cap a long run.
 UNREACHABLE_CAP = 1_000_000_000
 
 OneCall = Callable[[], Awaitable[bool]]
@@ -92,13 +93,13 @@ class Contender:
         )
 
 
-def library(settings: Settings, path: str) -> Opener:
-    """sluicegate on the memory backend and its default aiohttp transport."""
+def library(settings: Settings, path: str, transport: Transport | None = None) -> Opener:
+    """sluicegate on the memory backend and its default aiohttp transport (or ``transport``)."""
 
     @asynccontextmanager
     async def open_gate(base: str) -> AsyncIterator[OneCall]:
         url = f"{base}{path}"
-        async with Gate.open(None, settings=settings) as gate:
+        async with Gate.open(None, settings=settings, transport=transport) as gate:
             scope = {"org": ORG, "sandbox": SANDBOX}
             rating = {"maxCallsCount": UNREACHABLE_CAP, "periodInMs": 1000}
             rule = {"url": f"{base}/*", "methods": ["POST"],
@@ -179,8 +180,8 @@ def with_tenacity(path: str) -> Opener:
     return open_session
 
 
-async def drive(one: OneCall, base: str, calls: int, concurrency: int) -> Run:
-    """Make ``calls`` calls from ``concurrency`` tasks; time them (wall and CPU)."""
+async def drive(one: OneCall, calls: int) -> tuple[float, float, int]:
+    """Make ``calls`` calls from CONCURRENCY tasks: wall seconds, CPU seconds, failures."""
     remaining = calls
     failed = 0
 
@@ -191,10 +192,15 @@ async def drive(one: OneCall, base: str, calls: int, concurrency: int) -> Run:
             if not await one():
                 failed += 1
 
-    before = server_stats(base)
     wall, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return time.perf_counter() - wall, time.process_time() - cpu, failed
+
+
+async def _timed_run(one: OneCall, base: str, calls: int) -> Run:
+    """:func:`drive`, with what the server did meanwhile."""
+    before = server_stats(base)
+    wall, cpu, failed = await drive(one, calls)
     after = server_stats(base)
     return Run(
         calls=calls,
@@ -214,9 +220,9 @@ async def compare(
         ones = {first.name: call_first, second.name: call_second}
         runs: dict[str, list[Run]] = {first.name: [], second.name: []}
         for one in ones.values():
-            await drive(one, base, calls, CONCURRENCY)
+            await drive(one, calls)
         for round_ in range(repeats):
             order = (first.name, second.name) if round_ % 2 == 0 else (second.name, first.name)
             for name in order:
-                runs[name].append(await drive(ones[name], base, calls, CONCURRENCY))
+                runs[name].append(await _timed_run(ones[name], base, calls))
     return Contender.of(first.name, runs[first.name]), Contender.of(second.name, runs[second.name])

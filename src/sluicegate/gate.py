@@ -168,6 +168,19 @@ class Gate:
         """Depth, rate and oldest age of every throttling queue this gate has seen."""
         return self._throttling.states()
 
+    def slots_in_use(self, key: str) -> int | None:
+        """Grants inside the current window of the rate rule ``key`` (a slot key of
+        :mod:`sluicegate.matching`), or ``None`` when the slot store cannot count them."""
+        # Counting is not part of the SlotStore protocol; the memory store offers it.
+        count = getattr(self._backend.slots, "in_use", None)
+        if count is None:
+            return None
+        return int(count(key, int(self._clock.now() * 1000)))
+
+    def connections_in_use(self, key: str) -> int:
+        """Attempts holding one of the connections of ``key`` right now."""
+        return self._connections.in_use(key)
+
     def _spawn(self, handle: CallHandle, work: Coroutine[Any, Any, CallResult]) -> None:
         """Run a call in the background, reachable by its id until it ends."""
         self._handles[handle.call_id] = handle

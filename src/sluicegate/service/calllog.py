@@ -1,24 +1,266 @@
-"""STUB — being written: results of calls made through the service, idempotency, callbacks."""
+"""Calls made through the service: their rows, their results, idempotency keys, callbacks.
+
+Every call accepted by ``POST /v1/calls`` gets a row in the ``calls`` table, and every
+finished call (recovered ones included) gets its result there, as its result view (see
+:mod:`~sluicegate.service.callview`). Writes are grouped: one background task writes
+everything pending in one transaction, and what arrives meanwhile waits for the next, so
+under load one commit serves many calls and the request path does not wait for the
+disk, except for one case:
+
+* a call with a ``callbackUrl`` or an ``idempotencyKey`` is accepted ``durable``: the
+  request waits for the commit of its row before the call is submitted (and perhaps
+  queued), so a call recovered after a crash still gets its callback, and a retried
+  request still finds its key. Other rows go with the next commit; a graceful stop
+  writes everything, a crash may lose the row of a call that had not ended (its row is
+  written whole when a recovered call ends).
+
+Until their row or result is written, calls are found in memory. Callbacks are sent once
+the result is written (``callback_due`` marks those owed), and owed ones are sent again
+after a restart: delivery is at least once. A call found unfinished at start that the
+gate did not recover was running when the engine stopped; it ends ``network_error``, as
+whether the external system received it cannot be known. Rows are kept
+:data:`RETENTION` seconds; an idempotency key counts for :data:`IDEMPOTENCY_WINDOW`.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
 
 from sluicegate.backends.database import Database
 from sluicegate.call import Call
 from sluicegate.clock import Clock
+from sluicegate.errors import StorageError
 from sluicegate.gate import Gate
 from sluicegate.outcomes import CallResult
+from sluicegate.service.callbacks import Callbacks
+from sluicegate.service.callrows import (
+    Accepted,
+    Batch,
+    Finished,
+    Found,
+    State,
+    interrupted,
+    write_batch,
+)
+from sluicegate.settings import HOUR
+
+__all__ = ["Accepted", "CallLog", "Found"]
+
+RETENTION = 7 * 24 * HOUR
+IDEMPOTENCY_WINDOW = 24 * HOUR
+PRUNE_EVERY = HOUR
+RETRY_WRITE_AFTER = 1.0
+log = logging.getLogger(__name__)
 
 
 class CallLog:
+    """The service's record of calls; the gate's reporter feeds it every finished call."""
+
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
+        self._gate: Gate | None = None
+        self._callbacks: Callbacks | None = None
+        self._pending = Batch()
+        self._unwritten: dict[str, Accepted] = {}  # accepted, row not written yet
+        self._finished: dict[str, Finished] = {}  # ended, result not written yet
+        self._keys: dict[tuple[str, str, str], str] = {}  # idempotency keys not written yet
+        self._callback_urls: dict[str, str] = {}  # of calls still running
+        self._loaded = False
+        self._closing = False
+        self._pruned_at = 0.0
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def callback_counts(self) -> dict[str, int]:
+        """Callbacks ``delivered``, ``failed`` (after every retry) and ``refused`` (egress)."""
+        return dict(self._callbacks.counts) if self._callbacks else {}
 
     async def start(self, gate: Gate) -> None:
+        """Take over from the last run: end the calls it lost, resend owed callbacks."""
         self._gate = gate
+        self._callbacks = Callbacks(self._clock, gate.settings, self._settle)
+        rows = await self._db.execute(
+            "reading unfinished calls",
+            "SELECT call_id, org, sandbox, journey, callback_url FROM calls WHERE state != 'done'",
+        )
+        for call_id, org, sandbox, journey, url in rows:
+            if call_id in self._finished:  # recovered and ended already; url looked up
+                continue
+            if gate.handle(call_id) is not None:
+                if url is not None:
+                    self._callback_urls[call_id] = url
+                continue
+            self._finish(Finished(call_id=call_id, org=org, sandbox=sandbox, journey=journey,
+                                  at=self._clock.now(), result=interrupted(call_id),
+                                  callback=url))  # fmt: skip
+        self._loaded = True
+        owed = await self._db.execute(
+            "reading owed callbacks",
+            "SELECT call_id, callback_url, result FROM calls WHERE callback_due = 1",
+        )
+        for call_id, url, text in owed:
+            self._callbacks.send(call_id, url, text)
+        self._writer = asyncio.create_task(self._write_loop(), name="call log writer")
+
+    async def accept(self, entry: Accepted, *, durable: bool) -> str | None:
+        """Record a call about to be submitted. When its idempotency key already names a
+        call not yet written, return that call's id instead (and record nothing).
+
+        A ``durable`` accept returns once the row is committed; do not cancel it halfway
+        (shield it with the submission), or a row is written for a call never made.
+        """
+        if entry.idempotency_key is not None:
+            key = (entry.org, entry.sandbox, entry.idempotency_key)
+            if (first := self._keys.get(key)) is not None:
+                return first
+            self._keys[key] = entry.call_id
+        self._unwritten[entry.call_id] = entry
+        if entry.callback_url is not None:
+            self._callback_urls[entry.call_id] = entry.callback_url
+        self._pending.accepted.append(entry)
+        self._wake.set()
+        if durable:
+            written = asyncio.get_running_loop().create_future()
+            self._pending.waiters.append((written, entry))
+            await written  # StorageError: the entry was dropped
+        return None
+
+    def withdraw(self, entry: Accepted) -> None:
+        """Forget a call that could not be submitted after all, its row included."""
+        self._drop(entry)
+        self._pending.withdrawn.append(entry.call_id)
+        self._wake.set()
 
     def record(self, call: Call, result: CallResult) -> None:
-        return None
+        """Keep the result of a finished call (the gate's reporter: synchronous, cheap)."""
+        url = self._callback_urls.pop(result.call_id, None) if self._loaded else ...
+        self._finish(Finished(call_id=result.call_id, org=call.org, sandbox=call.sandbox,
+                              journey=call.journey, at=self._clock.now(), result=result,
+                              callback=url))  # fmt: skip
+
+    def finished_json(self, call_id: str) -> str | None:
+        """The result view of a call that ended and is not written yet."""
+        found = self._finished.get(call_id)
+        return found.json() if found is not None else None
+
+    async def find(self, org: str, sandbox: str, call_id: str) -> Found | None:
+        """The call ``call_id`` of this org and sandbox; ``None`` if unknown or another's."""
+        for _ in range(3):  # a call may end, and its result be written, during the read
+            if (done := self._finished.get(call_id)) is not None:
+                mine = (done.org, done.sandbox) == (org, sandbox)
+                return Found(call_id, "done", done.json()) if mine else None
+            if (entry := self._unwritten.get(call_id)) is not None:
+                mine = (entry.org, entry.sandbox) == (org, sandbox)
+                return Found(call_id, self._live_state(call_id) or "queued") if mine else None
+            rows = await self._db.execute(
+                "reading a call",
+                "SELECT state, result FROM calls WHERE call_id = ? AND org = ? AND sandbox = ?",
+                (call_id, org, sandbox),
+            )
+            if not rows:
+                return None
+            if rows[0][0] == "done":
+                return Found(call_id, "done", rows[0][1])
+            if (state := self._live_state(call_id)) is not None:
+                return Found(call_id, state)
+        return Found(call_id, "running")
+
+    async def find_key(self, org: str, sandbox: str, key: str) -> str | None:
+        """The id of the call made with idempotency ``key`` in the last 24 hours, if any."""
+        if (found := self._keys.get((org, sandbox, key))) is not None:
+            return found
+        rows = await self._db.execute(
+            "reading an idempotency key",
+            "SELECT call_id FROM calls WHERE org = ? AND sandbox = ? AND idempotency_key = ? "
+            "AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
+            (org, sandbox, key, self._clock.now() - IDEMPOTENCY_WINDOW),
+        )
+        return self._keys.get((org, sandbox, key)) or (rows[0][0] if rows else None)
+
+    def _live_state(self, call_id: str) -> State | None:
+        handle = self._gate.handle(call_id) if self._gate is not None else None
+        return handle.state if handle is not None and not handle.done() else None
+
+    def _finish(self, finished: Finished) -> None:
+        self._finished[finished.call_id] = finished
+        self._pending.finished.append(finished)
+        self._wake.set()
+
+    def _settle(self, call_id: str) -> None:
+        self._pending.settled.append(call_id)
+        self._wake.set()
+
+    def _drop(self, entry: Accepted) -> None:
+        self._written(entry)
+        self._callback_urls.pop(entry.call_id, None)
+
+    def _written(self, entry: Accepted) -> None:
+        """Stop looking ``entry`` up in memory: its row is in the database (or never will be)."""
+        self._unwritten.pop(entry.call_id, None)
+        if entry.idempotency_key is not None:
+            key = (entry.org, entry.sandbox, entry.idempotency_key)
+            if self._keys.get(key) == entry.call_id:
+                del self._keys[key]
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._pending:
+                await self._write()
+            elif self._closing:
+                return
+
+    async def _write(self) -> None:
+        """Write everything pending in one transaction; then send the callbacks now due."""
+        batch, self._pending = self._pending, Batch()
+        now = self._clock.now()
+        prune = now - RETENTION if now - self._pruned_at >= PRUNE_EVERY else None
+        try:
+            looked_up = await self._db.run("saving calls", partial(write_batch, batch, prune))
+        except StorageError as exc:
+            for waiter, entry in batch.waiters:  # those requests fail, their calls not made
+                self._drop(entry)
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            if self._closing:
+                log.error("could not save calls and results; lost at shutdown: %s", exc)
+                self._wake.set()
+                return
+            log.error("could not save calls and results (will retry): %s", exc)
+            self._pending.accepted[:0] = [a for a in batch.accepted if a.call_id in self._unwritten]
+            self._pending.finished[:0] = batch.finished
+            self._pending.settled[:0] = batch.settled
+            self._pending.withdrawn[:0] = batch.withdrawn
+            await self._clock.sleep(RETRY_WRITE_AFTER)
+            self._wake.set()
+            return
+        if prune is not None:
+            self._pruned_at = now
+        for waiter, _ in batch.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        for entry in batch.accepted:
+            if self._unwritten.get(entry.call_id) is entry:
+                self._written(entry)
+        for done in batch.finished:
+            if self._finished.get(done.call_id) is done:
+                del self._finished[done.call_id]
+            url = looked_up.get(done.call_id) if done.callback is ... else done.callback
+            if isinstance(url, str) and self._callbacks is not None and not self._closing:
+                self._callbacks.send(done.call_id, url, done.json())  # else sent after restart
 
     async def aclose(self) -> None:
-        return None
+        """Stop callbacks (owed ones are resent after the next start) and write the rest."""
+        self._closing = True
+        if self._callbacks is not None:
+            await self._callbacks.aclose()
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+        elif self._pending:  # never started: write what the gate reported anyway
+            await self._write()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sluicegate.backends.database import Database
+from sluicegate.service.tally import COUNT_COLUMNS
 
 DB_NAME = "service.db"
 SCHEMA_VERSION = 1
@@ -23,20 +24,29 @@ CREATE TABLE IF NOT EXISTS journeys (org TEXT NOT NULL, sandbox TEXT NOT NULL,
     PRIMARY KEY (org, sandbox, journey));
 CREATE TABLE IF NOT EXISTS calls (call_id TEXT PRIMARY KEY, org TEXT NOT NULL,
     sandbox TEXT NOT NULL, journey TEXT NOT NULL, state TEXT NOT NULL,
-    callback_url TEXT, idempotency_key TEXT, created_at REAL NOT NULL, result TEXT);
+    callback_url TEXT, idempotency_key TEXT, created_at REAL NOT NULL, result TEXT,
+    callback_due INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS calls_by_key ON calls (org, sandbox, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS calls_by_age ON calls (created_at);
+CREATE INDEX IF NOT EXISTS calls_unfinished ON calls (call_id) WHERE state != 'done';
+CREATE INDEX IF NOT EXISTS calls_callback_due ON calls (call_id) WHERE callback_due = 1;
+"""
+#: Report buckets (see :mod:`sluicegate.service.buckets`): one row per org, sandbox, second,
+#: journey, service, endpoint and outcome, one column per count of a
+#: :class:`~sluicegate.service.tally.Tally`; the index on ``second`` serves compaction.
+REPORT_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS report_buckets (org TEXT NOT NULL, sandbox TEXT NOT NULL,
     journey TEXT NOT NULL, service TEXT NOT NULL, endpoint TEXT NOT NULL,
-    outcome TEXT NOT NULL, second INTEGER NOT NULL, calls INTEGER NOT NULL,
-    attempts INTEGER NOT NULL, retries INTEGER NOT NULL, slots INTEGER NOT NULL,
-    latency TEXT NOT NULL, queued TEXT NOT NULL,
+    outcome TEXT NOT NULL, second INTEGER NOT NULL,
+    {", ".join(f"{column} NUMERIC NOT NULL DEFAULT 0" for column in COUNT_COLUMNS)},
     PRIMARY KEY (org, sandbox, second, journey, service, endpoint, outcome));
+CREATE INDEX IF NOT EXISTS report_buckets_by_second ON report_buckets (second);
 """
 
 
 async def open_db(data_dir: str | Path) -> Database:
     """Open (creating if needed) the service database in ``data_dir``."""
-    db = Database(Path(data_dir) / DB_NAME, schema=SCHEMA, version=SCHEMA_VERSION)
+    db = Database(Path(data_dir) / DB_NAME, schema=SCHEMA + REPORT_SCHEMA, version=SCHEMA_VERSION)
     await db.start()
     return db

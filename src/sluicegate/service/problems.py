@@ -4,20 +4,27 @@ Every error response carries ``status``, a stable ``code`` and a readable ``mess
 On the Adobe-compatible configuration API (``/journey/orchestration``) it also carries
 Adobe's envelope, ``error: {code, family, message, service}``, and for an invalid config
 the validation ``errors`` list of canDeploy, so existing Adobe clients read it unchanged.
-One deliberate difference from Adobe: invalid input answers 400, never 500.
+Deliberate differences from Adobe: invalid input answers 400, never 500; a lifecycle
+refusal due to what already exists answers 409 Conflict (:data:`CONFLICT_CODES`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from sluicegate.errors import ConfigError, InvalidConfig, InvalidInput, StorageError
 
 ADOBE_PREFIX = "/journey/orchestration"
+
+#: Lifecycle refusals that conflict with what exists, answered 409 rather than Adobe's
+#: 500 (delete while deployed: 1451 capping, 1456 throttling) or 400 (a second throttling
+#: config in the org: 1465).
+CONFLICT_CODES = frozenset({1451, 1456, 1465})
 
 
 class Problem(Exception):
@@ -65,7 +72,8 @@ async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
 
 async def _config_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ConfigError)
-    return problem(request, exc.status, exc.code, exc.message)
+    status = 409 if exc.code in CONFLICT_CODES else exc.status
+    return problem(request, status, exc.code, exc.message)
 
 
 async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
@@ -76,7 +84,28 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
     code = codes.get(exc.status_code, f"HTTP_{exc.status_code}")
-    return problem(request, exc.status_code, code, str(exc.detail))
+    response = problem(request, exc.status_code, code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    allowed = _allowed(request) if exc.status_code == 405 else None
+    if allowed:
+        response.headers["Allow"] = allowed
+    return response
+
+
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def _allowed(request: Request) -> str | None:
+    """The methods the OpenAPI documents on the request's path. Starlette's own ``Allow``
+    names only the first route of the path, while each method is a route of its own."""
+    segments = request.url.path.rstrip("/").split("/")
+    for template, item in request.app.openapi()["paths"].items():
+        pattern = template.rstrip("/").split("/")
+        if len(pattern) == len(segments) and all(
+            p == s or (p.startswith("{") and s) for p, s in zip(pattern, segments, strict=True)
+        ):
+            return ", ".join(sorted(method.upper() for method in item if method in _METHODS))
+    return None
 
 
 async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:

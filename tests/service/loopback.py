@@ -1,0 +1,116 @@
+"""A scriptable external system on loopback for the service tests, and ways to wait for I/O.
+
+Each path answers in its own way (see :meth:`System.handle`). Time-dependent answers wait
+on the test's :class:`~sluicegate.testing.FakeClock`, so no test sleeps for time to pass;
+:func:`until` and :func:`eventually` wait only for real I/O to happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from sluicegate.testing import FakeClock
+
+
+@dataclass
+class System:
+    """What the system saw: hits per path, bodies, deliveries, callbacks received."""
+
+    clock: FakeClock
+    base: str = ""
+    hits: dict[str, int] = field(default_factory=dict)
+    delivered: list[int] = field(default_factory=list)
+    callbacks: list[tuple[dict[str, str], Any]] = field(default_factory=list)
+    in_flight: int = 0
+    disconnected: int = 0
+    release: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(0))
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/{path}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        hit = self.hits[name] = self.hits.get(name, 0) + 1
+        match name:
+            case "ok":
+                return web.json_response({"path": name}, headers={"X-Seen": str(hit)})
+            case "echo":
+                body = await request.text()
+                return web.json_response({"body": body, "contentType": request.content_type})
+            case "text":
+                return web.Response(text="héllo", content_type="text/plain")
+            case "binary":
+                return web.Response(body=b"\x00\xff", content_type="application/octet-stream")
+            case "flaky" if hit <= 2:
+                return web.Response(status=500, text="boom")
+            case "slow500" if hit == 1:
+                await self.clock.sleep(2)  # answers 500 after 2 s of the test's clock
+                return web.Response(status=500, text="late boom")
+            case "hold":
+                await self._hold()
+            case "cb":
+                self.callbacks.append((dict(request.headers), await request.json()))
+        return web.json_response({"path": name})
+
+    async def _hold(self) -> None:
+        self.in_flight += 1
+        try:
+            await self.release.acquire()
+        except asyncio.CancelledError:
+            self.disconnected += 1
+            raise
+        finally:
+            self.in_flight -= 1
+
+    async def deliver(self, request: web.Request) -> web.Response:
+        self.delivered.append(int(request.match_info["n"]))
+        return web.Response(text="ok")
+
+    async def held_callback(self, request: web.Request) -> web.Response:
+        """A callback receiver that holds its first request, then accepts the next ones."""
+        hit = self.hits["heldcb"] = self.hits.get("heldcb", 0) + 1
+        if hit == 1:
+            await self._hold()
+        self.callbacks.append((dict(request.headers), json.loads(await request.read())))
+        return web.Response(status=204)
+
+
+@asynccontextmanager
+async def serve_system(clock: FakeClock) -> AsyncIterator[System]:
+    """Serve a :class:`System` on 127.0.0.1, an ephemeral port, for the block."""
+    state = System(clock=clock)
+    app = web.Application(handler_args={"handler_cancellation": True})
+    app.router.add_route("POST", "/call/{n}", state.deliver)
+    app.router.add_route("POST", "/heldcb", state.held_callback)
+    app.router.add_route("*", "/{name}", state.handle)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    state.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield state
+    finally:
+        for _ in range(64):
+            state.release.release()
+        await runner.cleanup()
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5) -> None:
+    """Wait for real I/O to make ``condition`` true (fails after ``seconds``)."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 -- the conditions watch servers, not an event
+            await asyncio.sleep(0.001)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5) -> None:
+    """Like :func:`until`, for a condition that needs I/O to be checked (a request)."""
+    async with asyncio.timeout(seconds):
+        while not await check():  # noqa: ASYNC110 -- each check is a request
+            await asyncio.sleep(0.001)

@@ -1,0 +1,266 @@
+"""``/v1/calls`` over real HTTP: one request runs a guarded call against a loopback system.
+
+The service runs on a FakeClock, so call times read 0 ms unless a test moves the clock,
+and no test waits for time to pass; ``until``/``eventually`` wait for real I/O only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from tests.service.conftest import Running, StartService
+from tests.service.loopback import System, eventually, serve_system, until
+
+from sluicegate.service.callbacks import CALL_ID_HEADER
+from sluicegate.service.calls import CallPending, CallView
+from sluicegate.settings import Settings
+from sluicegate.testing import FakeClock
+
+
+@pytest.fixture
+async def system(clock: FakeClock) -> AsyncIterator[System]:
+    async with serve_system(clock) as system:
+        yield system
+
+
+@pytest.fixture
+async def service(start_service: StartService, clock: FakeClock) -> Running:
+    return await start_service(clock=clock)
+
+
+def call(system: System, path: str, **extra: Any) -> dict[str, Any]:
+    """A POST /v1/calls body for a custom action POSTing to ``path`` of ``system``."""
+    request = {"method": "POST", "url": system.url(path)} | extra.pop("request", {})
+    return {"journeyId": "welcome", "service": "action", "request": request} | extra
+
+
+async def get(service: Running, headers: dict[str, str], call_id: str) -> tuple[int, Any]:
+    return await service.request("GET", f"/v1/calls/{call_id}", headers)
+
+
+async def test_a_call_that_ends_answers_200_with_its_whole_result(
+    service: Running, system: System
+) -> None:
+    """A call that ends within waitSeconds answers 200 with every field of the result."""
+    headers = await service.key(role="caller")
+    status, body = await service.request("POST", "/v1/calls", headers, call(system, "ok"))
+
+    response_headers = body["response"].pop("headers")
+    content_type = response_headers["Content-Type"].split(";")[0]
+    assert ("1", "application/json") == (response_headers["X-Seen"], content_type)
+    assert (200, {
+        "callId": body["callId"], "state": "done", "outcome": "success", "joStatusCode": None,
+        "attempts": 1, "slots": 1, "queuedMs": 0.0, "executionMs": 0.0,
+        "response": {"status": 200, "body": {"path": "ok"}, "encoding": "json",
+                     "truncated": False},
+        "error": None, "originError": None,
+    }) == (status, body)  # fmt: skip
+    assert (200, body | {"response": body["response"] | {"headers": response_headers}}) == (
+        await get(service, headers, body["callId"])
+    )
+    CallView.model_validate((await get(service, headers, body["callId"]))[1])
+
+
+async def test_a_call_not_ended_answers_202_and_get_gives_the_result_later(
+    service: Running, system: System
+) -> None:
+    """waitSeconds 0 on a held request: 202 running; GET says running, then 200 once done."""
+    headers = await service.key()
+    status, body = await service.request(
+        "POST", "/v1/calls", headers, call(system, "hold", waitSeconds=0)
+    )
+    call_id = body["callId"]
+    assert (202, {"callId": call_id, "state": "running"}) == (status, body)
+    CallPending.model_validate(body)
+    await until(lambda: system.in_flight == 1)
+    assert (202, {"callId": call_id, "state": "running"}) == await get(service, headers, call_id)
+
+    system.release.release()
+
+    async def done() -> bool:
+        return 200 == (await get(service, headers, call_id))[0]
+
+    await eventually(done)
+    status, result = await get(service, headers, call_id)
+    assert ("success", {"path": "hold"}) == (result["outcome"], result["response"]["body"])
+
+
+async def test_the_same_idempotency_key_returns_the_first_call(
+    service: Running, system: System
+) -> None:
+    """A key used twice within 24 h: one request reaches the system, both answers name the
+    first call; while the first call runs, the repeat answers 202 with its id."""
+    headers = await service.key()
+    first = await service.request("POST", "/v1/calls", headers,
+                                  call(system, "ok", idempotencyKey="order-1"))  # fmt: skip
+    again = await service.request("POST", "/v1/calls", headers,
+                                  call(system, "ok", idempotencyKey="order-1"))  # fmt: skip
+    assert (first, 1) == (again, system.hits["ok"])
+
+    hold = call(system, "hold", waitSeconds=0, idempotencyKey="o-2")
+    held = await service.request("POST", "/v1/calls", headers, hold)
+    repeat = await service.request("POST", "/v1/calls", headers, hold)
+    await until(lambda: system.in_flight == 1)
+    assert (held, 1) == (repeat, system.hits["hold"])
+
+
+async def test_idempotency_keys_belong_to_their_sandbox(service: Running, system: System) -> None:
+    """The same key in another sandbox, or another org, is another call."""
+    admin = await service.key()
+    await service.request("POST", "/v1/sandboxes", admin, {"name": "dev", "type": "development"})
+    calls = [call(system, "ok", idempotencyKey="k")] * 3
+    ids = set()
+    for headers, body in zip(
+        [admin, await service.key(sandbox="dev"), await service.key(org="other")],
+        calls,
+        strict=True,
+    ):
+        ids.add((await service.request("POST", "/v1/calls", headers, body))[1]["callId"])
+    assert (3, 3) == (len(ids), system.hits["ok"])
+
+
+async def test_a_string_body_is_sent_as_is_and_json_as_json(
+    service: Running, system: System
+) -> None:
+    """A string body goes out unchanged with its own Content-Type; any other JSON value is
+    serialized, with Content-Type application/json."""
+    headers = await service.key()
+    raw = call(system, "echo", request={"body": "a=1&b=2",
+                                        "headers": {"Content-Type": "text/plain"}})  # fmt: skip
+    as_json = call(system, "echo", request={"body": {"a": [1, 2], "b": None}})
+    answers = [(await service.request("POST", "/v1/calls", headers, b))[1] for b in (raw, as_json)]
+
+    assert [
+        {"body": "a=1&b=2", "contentType": "text/plain"},
+        {"body": '{"a":[1,2],"b":null}', "contentType": "application/json"},
+    ] == [answer["response"]["body"] for answer in answers]
+
+
+async def test_response_bodies_are_json_text_or_base64(service: Running, system: System) -> None:
+    """JSON bodies come decoded, text as a string, bytes that are not text as base64."""
+    headers = await service.key()
+    seen = []
+    for path in ("ok", "text", "binary"):
+        answer = (await service.request("POST", "/v1/calls", headers, call(system, path)))[1]
+        seen.append((answer["response"]["encoding"], answer["response"]["body"]))
+    assert [("json", {"path": "ok"}), ("text", "héllo"), ("base64", "AP8=")] == seen
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"service": "webhook"}, "INVALID_SERVICE"),
+        ({"request": {"method": "POST", "url": "http://exa mple.org:port/x"}}, "INVALID_URL"),
+        ({"request": {"method": "POST", "url": "/relative"}}, "INVALID_URL"),
+        ({"request": {"method": "FETCH", "url": "http://example.org/"}}, "INVALID_METHOD"),
+        ({"waitSeconds": 61}, "INVALID_REQUEST"),
+        ({"waitSeconds": -1}, "INVALID_REQUEST"),
+        ({"journeyId": None}, "INVALID_REQUEST"),
+        ({"callbackUrl": "not a url"}, "INVALID_CALLBACK_URL"),
+        ({"callbackUrl": "ftp://example.org/cb"}, "INVALID_CALLBACK_URL"),
+        (
+            {"request": {"method": "GET", "url": "http://x/", "headers": {"a b": "c"}}},
+            "INVALID_HEADER",
+        ),
+        ({"extra": 1}, "INVALID_REQUEST"),
+    ],
+)
+async def test_bad_input_is_400_with_a_code(
+    service: Running, system: System, change: dict[str, Any], code: str
+) -> None:
+    """Invalid calls answer 400 with a stable code, and nothing reaches the system."""
+    headers = await service.key()
+    body = {k: v for k, v in (call(system, "ok") | change).items() if v is not None}
+    status, problem = await service.request("POST", "/v1/calls", headers, body)
+    assert (400, code, {}) == (status, problem["code"], system.hits)
+
+
+async def test_a_callback_gets_the_result_view(service: Running, system: System) -> None:
+    """A call with a callbackUrl POSTs its result view there once it ended."""
+    headers = await service.key()
+    status, body = await service.request(
+        "POST", "/v1/calls", headers, call(system, "ok", callbackUrl=system.url("cb"))
+    )
+    await until(lambda: len(system.callbacks) == 1)
+    received_headers, payload = system.callbacks[0]
+    assert (200, body, body["callId"]) == (status, payload, received_headers[CALL_ID_HEADER])
+    await until(lambda: {"delivered": 1, "failed": 0, "refused": 0}
+                == service.runtime.calls.callback_counts)  # fmt: skip
+
+
+async def test_a_queued_call_gets_its_callback_when_it_ends(
+    service: Running, system: System, clock: FakeClock
+) -> None:
+    """Over a 200/s throttling rule, the 201st call is queued (202); when its turn comes a
+    second later, it runs and its callback arrives."""
+    headers = await service.key()
+    await deploy_throttling(service, headers, system.url("call/*"), 200)
+    first = await asyncio.gather(*(
+        service.request("POST", "/v1/calls", headers, call(system, f"call/{n}", waitSeconds=0))
+        for n in range(200)))  # fmt: skip
+    status, queued = await service.request("POST", "/v1/calls", headers, call(
+        system, "call/200", waitSeconds=0, callbackUrl=system.url("cb")))  # fmt: skip
+    assert ({202}, (202, "queued")) == ({s for s, _ in first}, (status, queued["state"]))
+    await until(lambda: len(system.delivered) == 200)
+
+    await clock.advance(1)
+    await until(lambda: len(system.callbacks) == 1)
+    payload = system.callbacks[0][1]
+    assert (queued["callId"], "success", 1000.0) == (
+        payload["callId"],
+        payload["outcome"],
+        payload["queuedMs"],
+    )
+
+
+async def test_a_callback_the_egress_policy_refuses_is_counted(
+    start_service: StartService, clock: FakeClock, system: System
+) -> None:
+    """A callback host resolving to a refused address (here loopback, outside development
+    mode) is not called; the refusal is counted and the call's result is unchanged."""
+    port = int(system.base.rsplit(":", 1)[1])
+    settings = Settings(allowed_hosts=frozenset({"127.0.0.1"}), allowed_ports=frozenset({port}))
+    service = await start_service(clock=clock, settings=settings, dev=False)
+    headers = await service.key()
+    status, body = await service.request("POST", "/v1/calls", headers, call(
+        system, "ok", callbackUrl=f"http://localhost:{port}/cb"))  # fmt: skip
+    await until(lambda: service.runtime.calls.callback_counts.get("refused") == 1)
+    assert (200, "success", []) == (status, body["outcome"], system.callbacks)
+
+
+async def test_calls_of_another_org_or_sandbox_are_not_found(
+    service: Running, system: System
+) -> None:
+    """A call id is 404 for every other org and sandbox, as is an unknown id."""
+    admin = await service.key()
+    await service.request("POST", "/v1/sandboxes", admin, {"name": "dev", "type": "development"})
+    _, body = await service.request("POST", "/v1/calls", admin, call(system, "ok"))
+    others = [await service.key(org="other"), await service.key(sandbox="dev")]
+    answers = [await get(service, h, body["callId"]) for h in others]
+    answers.append(await get(service, admin, "0" * 32))
+    assert [404, 404, 404] == [status for status, _ in answers]
+    assert {"CALL_NOT_FOUND"} == {problem["code"] for _, problem in answers}
+
+
+async def test_only_callers_and_admins_make_calls(service: Running, system: System) -> None:
+    """Viewers and editors may not make or read calls (403)."""
+    statuses = []
+    for role in ("viewer", "editor"):
+        headers = await service.key(role=role)
+        statuses.append((await service.request("POST", "/v1/calls", headers,
+                                               call(system, "ok")))[0])  # fmt: skip
+        statuses.append((await get(service, headers, "x"))[0])
+    assert ([403] * 4, {}) == (statuses, system.hits)
+
+
+async def deploy_throttling(service: Running, headers: dict[str, str], url: str, rate: int) -> None:
+    """Create and deploy the org's throttling config through the Adobe route."""
+    payload = {"name": "t", "urlPattern": url, "methods": ["POST"], "maxThroughput": rate}
+    base = "/journey/orchestration/throttlingConfigs"
+    status, created = await service.request("POST", base, headers, payload)
+    assert 200 == status, created
+    status, _ = await service.request("POST", f"{base}/{created['uid']}/deploy", headers)
+    assert 204 == status
