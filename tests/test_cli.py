@@ -17,7 +17,9 @@ SLUICEGATE = [sys.executable, "-m", "sluicegate.cli"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SLUICEGATE, *args], capture_output=True, text=True, timeout=60)
+    # A wide terminal, so rich never shortens the names in the demo's table.
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([*SLUICEGATE, *args], capture_output=True, text=True, timeout=60, env=env)
 
 
 def test_keys_create_prints_the_token_last(tmp_path: Path) -> None:
