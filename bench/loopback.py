@@ -2,10 +2,12 @@
 
 Run as a script, it binds 127.0.0.1 on a free port, prints the port on one line and
 serves until it is terminated. It answers ``POST /ok`` with 200 and a small JSON body,
-and ``POST /flaky`` the same way except that 3 requests in every 10 (by arrival order,
-so exactly 30% of attempts) get a 500. ``GET /stats`` returns the requests served so
-far and the server's CPU seconds, so the client can tell whether the server was the
-bottleneck of a run.
+and ``POST /flaky`` the same way except that 30% of the requests get a 500, drawn from
+a seeded random sequence: deterministic, yet a retry is no more likely to fail than any
+other request (a fixed pattern such as "3 in every 10" makes a call's attempts fail
+together whenever retries land a fixed number of requests apart). ``GET /stats``
+returns the requests served and failed so far and the server's CPU seconds, so the
+client can count attempts and tell whether the server was the bottleneck of a run.
 
 :func:`serve` starts the process, yields the base URL and stops it at the end.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -28,7 +31,8 @@ from aiohttp import web
 
 OK_BODY = b'{"ok":true}'
 ERROR_BODY = b'{"error":"unavailable"}'
-FAILING_PER_TEN = 3
+FAILURE_RATE = 0.3
+FAILURE_SEED = 2024
 START_TIMEOUT = 10.0
 
 
@@ -37,12 +41,13 @@ class ServerStats:
     """What the server has done since it started."""
 
     requests: int
+    failed: int  # requests answered 500 on purpose
     cpu_seconds: float
 
 
 def build_app() -> web.Application:
-    served = 0
-    flaky = 0
+    served = failed = 0
+    draw = random.Random(FAILURE_SEED).random
 
     async def ok(request: web.Request) -> web.Response:
         nonlocal served
@@ -51,16 +56,17 @@ def build_app() -> web.Application:
         return web.Response(body=OK_BODY, content_type="application/json")
 
     async def flaky_answer(request: web.Request) -> web.Response:
-        nonlocal served, flaky
+        nonlocal served, failed
         served += 1
-        flaky += 1
         await request.read()
-        if flaky % 10 < FAILING_PER_TEN:
+        if draw() < FAILURE_RATE:
+            failed += 1
             return web.Response(status=500, body=ERROR_BODY, content_type="application/json")
         return web.Response(body=OK_BODY, content_type="application/json")
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response({"requests": served, "cpu_seconds": time.process_time()})
+        doc = {"requests": served, "failed": failed, "cpu_seconds": time.process_time()}
+        return web.json_response(doc)
 
     app = web.Application()
     app.router.add_post("/ok", ok)
@@ -116,7 +122,11 @@ def server_stats(base: str) -> ServerStats:
     """Ask the server what it has done (a blocking call, made between timed runs)."""
     with urllib.request.urlopen(f"{base}/stats", timeout=START_TIMEOUT) as response:
         doc = json.load(response)
-    return ServerStats(requests=int(doc["requests"]), cpu_seconds=float(doc["cpu_seconds"]))
+    return ServerStats(
+        requests=int(doc["requests"]),
+        failed=int(doc["failed"]),
+        cpu_seconds=float(doc["cpu_seconds"]),
+    )
 
 
 if __name__ == "__main__":

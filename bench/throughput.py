@@ -63,7 +63,8 @@ class Run:
     wall: float
     cpu: float
     attempts: int
-    failed: int
+    failed_attempts: int  # answered 500 by the server on purpose
+    failed: int  # calls that ended without a 2xx
     server_cpu: float
 
 
@@ -77,18 +78,21 @@ class Contender:
     client_load: Series  # client CPU seconds per wall second (1.0: one core busy)
     server_load: Series  # the same for the server process
     attempts_per_call: float
+    failed_attempts: float  # share of the attempts the server failed on purpose
     failed: int  # calls that ended without a 2xx, over every timed run
 
     @classmethod
     def of(cls, name: str, runs: list[Run]) -> Contender:
         calls = sum(run.calls for run in runs)
+        attempts = sum(run.attempts for run in runs)
         return cls(
             name=name,
             rate=Series(tuple(run.calls / run.wall for run in runs)),
             cpu_us=Series(tuple(run.cpu / run.calls * 1e6 for run in runs)),
             client_load=Series(tuple(run.cpu / run.wall for run in runs)),
             server_load=Series(tuple(run.server_cpu / run.wall for run in runs)),
-            attempts_per_call=sum(run.attempts for run in runs) / calls,
+            attempts_per_call=attempts / calls,
+            failed_attempts=sum(run.failed_attempts for run in runs) / attempts,
             failed=sum(run.failed for run in runs),
         )
 
@@ -207,6 +211,7 @@ async def _timed_run(one: OneCall, base: str, calls: int) -> Run:
         wall=wall,
         cpu=cpu,
         attempts=after.requests - before.requests,
+        failed_attempts=after.failed - before.failed,
         failed=failed,
         server_cpu=after.cpu_seconds - before.cpu_seconds,
     )

@@ -57,6 +57,10 @@ class System:
                 await self._hold()
             case "cb":
                 self.callbacks.append((dict(request.headers), await request.json()))
+            case "flakycb" if hit == 1:
+                return web.Response(status=500, text="try later")
+            case "flakycb":
+                self.callbacks.append((dict(request.headers), await request.json()))
         return web.json_response({"path": name})
 
     async def _hold(self) -> None:

@@ -107,6 +107,21 @@ async def test_the_same_idempotency_key_returns_the_first_call(
     assert (held, 1) == (repeat, system.hits["hold"])
 
 
+async def test_an_idempotency_key_counts_for_24_hours(
+    service: Running, system: System, clock: FakeClock
+) -> None:
+    """A key is honoured until 24 h after its first call; after that it makes a new call."""
+    headers = await service.key()
+    body = call(system, "ok", idempotencyKey="daily")
+    first = (await service.request("POST", "/v1/calls", headers, body))[1]["callId"]
+    await clock.advance(24 * 3600 - 1)
+    same_day = (await service.request("POST", "/v1/calls", headers, body))[1]["callId"]
+    await clock.advance(2)
+    next_day = (await service.request("POST", "/v1/calls", headers, body))[1]["callId"]
+    assert (first, 2) == (same_day, system.hits["ok"])
+    assert first != next_day
+
+
 async def test_idempotency_keys_belong_to_their_sandbox(service: Running, system: System) -> None:
     """The same key in another sandbox, or another org, is another call."""
     admin = await service.key()
@@ -191,6 +206,23 @@ async def test_a_callback_gets_the_result_view(service: Running, system: System)
                 == service.runtime.calls.callback_counts)  # fmt: skip
 
 
+async def test_a_failed_callback_is_retried(
+    service: Running, system: System, clock: FakeClock
+) -> None:
+    """A callback answered 500 is sent again after its retry delay (1 s), and delivered."""
+    headers = await service.key()
+    _, body = await service.request(
+        "POST", "/v1/calls", headers, call(system, "ok", callbackUrl=system.url("flakycb"))
+    )
+    await until(lambda: system.hits.get("flakycb") == 1)
+    async with asyncio.timeout(5):
+        while not system.callbacks:  # the retry's timer is set once the 500 is read: step on
+            await clock.advance(0.25)
+            await asyncio.sleep(0.001)  # let that I/O happen
+    await until(lambda: service.runtime.calls.callback_counts["delivered"] == 1)
+    assert (2, body) == (system.hits["flakycb"], system.callbacks[0][1])
+
+
 async def test_a_queued_call_gets_its_callback_when_it_ends(
     service: Running, system: System, clock: FakeClock
 ) -> None:
@@ -229,6 +261,22 @@ async def test_a_callback_the_egress_policy_refuses_is_counted(
         system, "ok", callbackUrl=f"http://localhost:{port}/cb"))  # fmt: skip
     await until(lambda: service.runtime.calls.callback_counts.get("refused") == 1)
     assert (200, "success", []) == (status, body["outcome"], system.callbacks)
+
+
+async def test_results_are_kept_7_days(service: Running, system: System, clock: FakeClock) -> None:
+    """A result is readable for 7 days, and gone within the hour after (pruning runs with
+    the writes, at most hourly)."""
+    headers = await service.key()
+    old = (await service.request("POST", "/v1/calls", headers, call(system, "ok")))[1]["callId"]
+    await clock.advance(7 * 24 * 3600 - 1)
+    assert 200 == (await get(service, headers, old))[0]
+    await clock.advance(3600 + 2)
+    await service.request("POST", "/v1/calls", headers, call(system, "ok"))
+
+    async def gone() -> bool:
+        return 404 == (await get(service, headers, old))[0]
+
+    await eventually(gone)
 
 
 async def test_calls_of_another_org_or_sandbox_are_not_found(

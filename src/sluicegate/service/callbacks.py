@@ -73,6 +73,8 @@ class Callbacks:
                 reason = f"no answer within {ATTEMPT_TIMEOUT:g} s"
             except TransportError as exc:
                 reason = str(exc)
+            except Exception as exc:  # a transport bug fails this attempt, never the service
+                reason = f"unexpected {type(exc).__name__}: {exc}"
             else:
                 if response.ok:
                     return self._end(call_id, "delivered")

@@ -138,6 +138,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ProblemOut, "description": "Key of another org, or role not allowed"},
     404: {"model": ProblemOut, "description": "Unknown sandbox or call"},
     503: {"model": ProblemOut, "description": "Storage unavailable, or shutting down"},
+    "default": {"model": ProblemOut, "description": "Any other error"},
 }
 _RESULTS: dict[int | str, dict[str, Any]] = {
     200: {"model": CallView, "description": "The call ended"},
