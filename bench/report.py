@@ -26,6 +26,8 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Results:
+    """Every figure of one run."""
+
     plan: Plan
     limiters: list[decisions.Contender]  # exact window, slot store, aiolimiter
     plain: tuple[throughput.Contender, throughput.Contender]  # sluicegate, bare aiohttp
@@ -104,7 +106,7 @@ def targets(results: Results) -> list[Target]:
         _speedup("calls/s, sluicegate ÷ bare aiohttp", library, bare, 0.8),
         Target("client CPU added per call by sluicegate", added_cpu_us(results), 30, False, _us),
         _speedup(
-            "calls/s with 30% failing, sluicegate ÷ aiohttp + tenacity",
+            f"calls/s with {loopback.FAILURE_RATE:.0%} failing, sluicegate ÷ aiohttp + tenacity",
             flaky_library,
             flaky_tenacity,
             1.5,
@@ -209,7 +211,8 @@ def text(results: Results) -> str:
             + _calls_table(results.plain).text()
             + f"\nCPU added per call: {_us(added_cpu_us(results))}; sluicegate alone with no "
             f"network (mock transport): {_us(results.core_us.median)}",
-            f"3. Calls per second with 30% of attempts failing, retries without waits "
+            f"3. Calls per second with {loopback.FAILURE_RATE:.0%} of attempts failing, retries "
+            "without waits "
             f"({plan.flaky_calls:,} calls per run)\n" + _calls_table(results.flaky).text(),
             f"4. Memory held per queued call ({plan.queued:,} calls in a throttling queue): "
             f"{_count(results.queued_bytes.median)} B ({_span(results.queued_bytes, _count)})",
@@ -256,10 +259,10 @@ def markdown(results: Results, facts: dict[str, str], command: str) -> str:
     sections = [
         "# Benchmarks",
         "<!-- Written by bench/run.py; run `make bench` rather than editing by hand. -->",
-        f"Written by `{command}`. `make bench` runs "
-        "`.venv/bin/python bench/run.py --write docs/benchmarks.md` (about a minute); "
-        "`bench/run.py --quick` is a smoke run of a few seconds for CI, whose numbers mean "
-        "little; `bench/run.py --profile` prints where a library call spends its time.",
+        f"Written by `{command}` in {results.seconds:.0f} s; `make bench` runs "
+        "`.venv/bin/python bench/run.py --write docs/benchmarks.md`. `bench/run.py --quick` is "
+        "a smoke run of a few seconds for CI, whose numbers mean little; "
+        "`bench/run.py --profile` prints where a library call spends its time.",
         f"This is a {plan.name} run. Every figure is the median of {plan.repeats} timed runs "
         "after a warm-up, with the range of those runs; ratios are ratios of medians. The "
         "contenders of a comparison run in the same process, alternately.",
@@ -267,7 +270,7 @@ def markdown(results: Results, facts: dict[str, str], command: str) -> str:
         _targets_table(results).markdown(),
         "## Machine",
         machine.markdown(),
-        f"{_interference(results)} The whole run took {results.seconds:.0f} s.",
+        _interference(results),
         "## 1. Limiter decisions per second, in process",
         f"Each contender answers {plan.decisions:,} requests for a slot of one rate, "
         f"{decisions.LIMIT} per {decisions.PERIOD_MS} ms, while a simulated clock advances "
@@ -310,7 +313,7 @@ def markdown(results: Results, facts: dict[str, str], command: str) -> str:
         f"and no network, it costs {_us(results.core_us.median)} per call "
         f"({_span(results.core_us, _us)}); the rest of the difference appears only when its "
         "work and aiohttp's run together. " + _bottleneck(results.plain),
-        "## 3. Calls per second with 30% of attempts failing",
+        f"## 3. Calls per second with {loopback.FAILURE_RATE:.0%} of attempts failing",
         f"Same server, `POST /flaky`: {loopback.FAILURE_RATE:.0%} of the requests it receives "
         "get a 500, drawn from a seeded random sequence, so a retry is no more likely to "
         f"fail than any other request. {plan.flaky_calls:,} calls per run.",

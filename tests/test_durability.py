@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from conftest import API, ORG, SANDBOX, deploy, throttling
+from conftest import API, ORG, SANDBOX, capping, deploy, throttling
 from sluicegate.backends.memory import MemorySlotStore
 from sluicegate.configs import ConfigKind
 from sluicegate.gate import Gate
@@ -141,3 +141,20 @@ async def test_queued_call_expires_at_six_hours_exactly() -> None:
     assert admission.result() is False
     assert Limit(key="thr", count=200, period_ms=1000) == queue.limit
     await queue.aclose()
+
+
+async def test_a_restart_keeps_capping_windows_exact(tmp_path: Path) -> None:
+    """Grants made before a graceful restart still count after it: the window that was
+    full stays full until its grants leave it."""
+    clock = FakeClock()
+    transport = MockTransport(lambda _: Response(status=200))
+    call = {"org": ORG, "sandbox": SANDBOX, "journey": "j", "service": "action",
+            "method": "POST", "url": f"{API}/x"}  # fmt: skip
+    async with Gate.open(tmp_path, clock=clock, transport=transport) as gate:
+        await deploy(gate, ConfigKind.CAPPING, capping(f"{API}/*", 5))
+        assert {Outcome.SUCCESS} == {(await gate.call(**call)).outcome for _ in range(5)}
+    await clock.advance(0.5)
+    async with Gate.open(tmp_path, clock=clock, transport=transport) as gate:
+        assert Outcome.CAPPED is (await gate.call(**call)).outcome
+        await clock.advance(0.5)
+        assert Outcome.SUCCESS is (await gate.call(**call)).outcome

@@ -9,6 +9,8 @@ passes is cancelled and the call ends ``timedout``.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sluicegate.budget import Budget
@@ -17,7 +19,7 @@ from sluicegate.clock import Clock
 from sluicegate.connections import ConnectionLimits
 from sluicegate.errors import EgressBlocked, TransportError
 from sluicegate.matching import Resolution
-from sluicegate.outcomes import AttemptError, CallResult, ErrorKind, Outcome
+from sluicegate.outcomes import INTERRUPTED, AttemptError, CallResult, ErrorKind, Outcome
 from sluicegate.retry import RetryPolicy, is_retryable_status
 from sluicegate.storage import SlotStore
 from sluicegate.throttle import ThrottleQueue
@@ -65,8 +67,14 @@ class Executor:
         queue: ThrottleQueue | None,
         queued_ms: float,
         slots: int,
+        interrupted: Callable[[CallResult], object] | None = None,
     ) -> CallResult:
-        """Run ``call``, whose first attempt already holds ``slots`` grants."""
+        """Run ``call``, whose first attempt already holds ``slots`` grants.
+
+        A call cancelled while running (its caller gave up, or the engine is stopping) is
+        handed to ``interrupted`` as a ``network_error``, since nobody can tell whether the
+        external system received it; the cancellation then goes on.
+        """
         budget = Budget.start(self._clock, call.timeout_seconds)
         progress = _Progress(slots=slots)
         request = Request(method=call.method, url=call.url, headers=call.headers, body=call.body)
@@ -85,6 +93,24 @@ class Executor:
                 response=progress.response,
             )
 
+        try:
+            return await self._run(request, resolution, queue, budget, progress, finish)
+        except asyncio.CancelledError:
+            if interrupted is not None:
+                progress.failed(AttemptError(kind=ErrorKind.NETWORK, message=INTERRUPTED))
+                interrupted(finish(Outcome.NETWORK_ERROR))
+            raise
+
+    async def _run(
+        self,
+        request: Request,
+        resolution: Resolution,
+        queue: ThrottleQueue | None,
+        budget: Budget,
+        progress: _Progress,
+        finish: Callable[[Outcome], CallResult],
+    ) -> CallResult:
+        """Attempts and retries until an outcome."""
         while True:
             progress.attempts += 1
             failure = await self._attempt(request, resolution, budget, progress)

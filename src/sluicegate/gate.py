@@ -13,6 +13,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -240,9 +241,12 @@ class Gate:
                     finished = True
                     return self._report(call, result)
                 slots += 1
+            # A journaled call cut short runs again after a restart: it is reported then.
+            interrupted = None if admission is not None else partial(self._report, call)
             result = await self._executor.run(
-                call, resolution, call_id=call_id, queue=queue, queued_ms=queued_ms, slots=slots
-            )
+                call, resolution, call_id=call_id, queue=queue, queued_ms=queued_ms, slots=slots,
+                interrupted=interrupted,
+            )  # fmt: skip
             finished = True
             return self._report(call, result)
         finally:

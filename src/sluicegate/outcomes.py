@@ -27,6 +27,13 @@ class Outcome(StrEnum):
     """The egress policy refused the URL; no attempt was made."""
 
 
+#: The error of a call cut off while running (its caller cancelled, or the engine stopped).
+INTERRUPTED = (
+    "sluicegate stopped while the call was running; whether the external system "
+    "received it is unknown"
+)
+
+
 class ErrorKind(StrEnum):
     """What went wrong with one attempt (Adobe's ``actionExecutionError`` vocabulary)."""
 

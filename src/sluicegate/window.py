@@ -65,6 +65,16 @@ class SlidingWindow:
             self.take(now_ms)
         return wait
 
+    def entries(self) -> list[tuple[int, int]]:
+        """The grants held, as ``(ms, count)`` oldest first: what a restart must keep."""
+        return [(stamp, count) for stamp, count in self._entries]
+
+    def restore(self, entries: list[tuple[int, int]]) -> None:
+        """Hold ``entries`` (from :meth:`entries`) again, before any new grant."""
+        for stamp, count in entries:
+            self._entries.append([stamp, count])
+            self._granted += count
+
     def in_use(self, now_ms: int) -> int:
         """Grants inside the window ending at ``now_ms``."""
         self._expire(now_ms)

@@ -17,7 +17,7 @@ from tests.service.loopback import System, serve_system, until
 from tests.service.test_calls_api import call, deploy_throttling
 from tests.service.test_service_e2e import ADOBE, deploy_capping, post
 
-from sluicegate.service.callrows import INTERRUPTED
+from sluicegate.outcomes import INTERRUPTED
 from sluicegate.testing import FakeClock
 
 
@@ -93,6 +93,7 @@ async def test_a_queued_call_runs_after_a_restart_and_gets_its_callback(
     await until(lambda: all(gate.handle(answer["callId"]) is None for answer in first))
 
     service = await restart(service, start_service, data, clock)
+    await clock.advance(1.0)  # the window of the 200 sent before the stop survives it
     await until(lambda: len(system.callbacks) == 1)
     status, result = await service.request("GET", f"/v1/calls/{queued['callId']}", headers)
     assert ("queued", 200, "success", [200]) == (

@@ -48,6 +48,21 @@ class MemorySlotStore:
     async def acquire(self, limits: Sequence[Limit], now_ms: int) -> int:
         return self.acquire_now(limits, now_ms)
 
+    def snapshot(self) -> list[tuple[str, int, int, list[tuple[int, int]]]]:
+        """Every window with grants: key, limit, period, grants. Grants already out of
+        their window are dropped by the window's first decision after a restore."""
+        return [
+            (key, window.limit, window.period_ms, entries)
+            for key, window in self._windows.items()
+            if (entries := window.entries())
+        ]
+
+    def restore(self, windows: list[tuple[str, int, int, list[tuple[int, int]]]]) -> None:
+        """Take back windows from :meth:`snapshot`, so a restart does not forget grants."""
+        for key, limit, period_ms, entries in windows:
+            window = self._windows[key] = SlidingWindow(limit=limit, period_ms=period_ms)
+            window.restore(entries)
+
     def in_use(self, key: str, now_ms: int) -> int:
         """Grants in the current window of ``key`` (0 for a key never used)."""
         window = self._windows.get(key)

@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS queued_calls (seq INTEGER PRIMARY KEY AUTOINCREMENT,
     service TEXT NOT NULL, method TEXT NOT NULL, url TEXT NOT NULL, headers TEXT NOT NULL,
     body BLOB NOT NULL, timeout_seconds REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS configs (seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL, uid TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (kind, uid));"""
+    kind TEXT NOT NULL, uid TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (kind, uid));
+CREATE TABLE IF NOT EXISTS windows (key TEXT PRIMARY KEY, count INTEGER NOT NULL,
+    period_ms INTEGER NOT NULL, grants TEXT NOT NULL);"""
 _COLUMNS = (
     "call_id, queue, enqueued_at, rate, org, sandbox, journey, service, method, url, "
     "headers, body, timeout_seconds"
@@ -83,6 +85,18 @@ def _commit_batch(runs: list[_Run], conn: sqlite3.Connection) -> None:
     with conn:  # one transaction; runs in call order, so remove-then-push stays a push
         for sql, params in runs:
             conn.executemany(sql, params)
+
+
+def _save_windows(
+    windows: list[tuple[str, int, int, list[tuple[int, int]]]], conn: sqlite3.Connection
+) -> None:
+    """Replace the saved windows: the grants a graceful restart must not forget."""
+    with conn:
+        conn.execute("DELETE FROM windows")
+        conn.executemany(
+            "INSERT INTO windows (key, count, period_ms, grants) VALUES (?, ?, ?, ?)",
+            [(key, count, period, json.dumps(grants)) for key, count, period, grants in windows],
+        )
 
 
 class SqliteQueueStore:
@@ -192,7 +206,9 @@ class SqliteConfigStore:
 
 
 class SqliteBackend:
-    """Queues and configs in ``<path>/sluicegate.db``; slots in memory. Build with :meth:`open`."""
+    """Queues and configs in ``<path>/sluicegate.db``; slots in memory, saved on close and
+    restored on open, so a graceful restart keeps every window exact. Build with :meth:`open`.
+    """
 
     def __init__(self, writer: Database) -> None:
         self.file = writer.file
@@ -207,7 +223,10 @@ class SqliteBackend:
         """Open (creating if missing) the data directory ``path`` and its database."""
         writer = Database(Path(path) / DB_NAME, schema=_SCHEMA, version=SCHEMA_VERSION)
         await writer.start(exclusive=True)
-        return cls(writer)
+        backend = cls(writer)
+        rows = await writer.execute("reading windows", "SELECT * FROM windows")
+        backend.slots.restore([(k, n, p, json.loads(g)) for k, n, p, g in rows])
+        return backend
 
     async def aclose(self) -> None:
         """Flush buffered writes, close the database, end the writer thread. Idempotent."""
@@ -216,5 +235,6 @@ class SqliteBackend:
         self._closed = True
         try:
             await self.queue.aclose()
+            await self._writer.run("saving windows", partial(_save_windows, self.slots.snapshot()))
         finally:
             await self._writer.aclose()

@@ -15,14 +15,10 @@ from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import Literal
 
-from sluicegate.outcomes import AttemptError, CallResult, ErrorKind, Outcome
+from sluicegate.outcomes import INTERRUPTED, AttemptError, CallResult, ErrorKind, Outcome
 from sluicegate.service.callview import view_json
 
 State = Literal["queued", "running", "done"]
-INTERRUPTED = (
-    "sluicegate stopped while the call was running; whether the external system "
-    "received it is unknown"
-)
 _CHUNK = 500  # parameters per IN (...) lookup, under SQLite's limit
 
 

@@ -61,7 +61,9 @@ class Tenants:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
-        self._principals: dict[str, Principal] = {}  # by token digest; keys are never edited
+        # Keys and sandboxes are never edited or removed, so what was found stays true.
+        self._principals: dict[str, Principal] = {}  # by token digest
+        self._sandboxes: dict[tuple[str, str], Sandbox] = {}
 
     async def create_key(self, *, org: str, role: Role = Role.ADMIN) -> str:
         """A new token for ``org``; the org's ``prod`` sandbox is created with its first key."""
@@ -99,12 +101,18 @@ class Tenants:
         return principal
 
     async def sandbox(self, org: str, name: str) -> Sandbox | None:
-        rows = await self._db.execute(
-            "reading a sandbox",
-            "SELECT type FROM sandboxes WHERE org = ? AND name = ?",
-            (org, name),
-        )
-        return Sandbox(org=org, name=name, type=rows[0][0]) if rows else None
+        """The sandbox ``name`` of ``org``; read once, then from memory (every request asks)."""
+        found = self._sandboxes.get((org, name))
+        if found is None:
+            rows = await self._db.execute(
+                "reading a sandbox",
+                "SELECT type FROM sandboxes WHERE org = ? AND name = ?",
+                (org, name),
+            )
+            if not rows:
+                return None
+            found = self._sandboxes[(org, name)] = Sandbox(org=org, name=name, type=rows[0][0])
+        return found
 
     async def sandboxes(self, org: str) -> list[Sandbox]:
         rows = await self._db.execute(
