@@ -6,14 +6,14 @@ queue does not count: the budget starts only when the call has its slots.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sluicegate.clock import Clock
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Budget:
-    """A deadline on a clock. Frozen: a call's budget never grows or shrinks."""
+class Budget(NamedTuple):
+    """A deadline on a clock. Immutable: a call's budget never grows or shrinks.
+    (A named tuple rather than a dataclass: one is made for every call.)"""
 
     clock: Clock
     started: float
@@ -22,7 +22,7 @@ class Budget:
     @classmethod
     def start(cls, clock: Clock, seconds: float) -> Budget:
         now = clock.now()
-        return cls(clock=clock, started=now, deadline=now + seconds)
+        return cls(clock, now, now + seconds)
 
     def remaining(self) -> float:
         """Seconds left, never negative."""

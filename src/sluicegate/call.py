@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -115,8 +116,10 @@ def check_headers(headers: Mapping[str, str]) -> None:
             raise InvalidCall("INVALID_HEADER", f"header {name!r} has an invalid value")
 
 
+@functools.lru_cache(maxsize=4096)
 def check_url(url: str) -> SplitResult:
-    """Parse an absolute http(s) URL with a host; raise :class:`InvalidCall` otherwise."""
+    """Parse an absolute http(s) URL with a host; raise :class:`InvalidCall` otherwise.
+    Cached: journeys call the same URLs over and over (errors are not cached)."""
     if not isinstance(url, str) or not url:
         raise InvalidCall("INVALID_URL", "url must be a non-empty string")
     try:

@@ -2,9 +2,9 @@
 
 The order of a retry is: wait (schedule or ``Retry-After``), then a slot from every rule
 that applies (throttling first, ahead of queued first attempts; then capping, which
-ends the call ``capped`` when it has none), then a connection, then the attempt. Every
-wait and every attempt runs under the budget's deadline; whatever is running when it
-passes is cancelled and the call ends ``timedout``.
+ends the call ``capped`` when it has none), then a connection, then the attempt. One
+deadline, the budget's, covers all of it: whatever is running when it passes (an
+attempt, a wait) is cancelled and the call ends ``timedout``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class _Progress:
 
     attempts: int = 0
     slots: int = 0
+    waiting: bool = False
     error: AttemptError | None = None
     origin: AttemptError | None = None
     response: Response | None = None
@@ -78,77 +79,68 @@ class Executor:
         budget = Budget.start(self._clock, call.timeout_seconds)
         progress = _Progress(slots=slots)
         request = Request(method=call.method, url=call.url, headers=call.headers, body=call.body)
-
-        def finish(outcome: Outcome) -> CallResult:
-            return CallResult(
-                call_id=call_id,
-                outcome=outcome,
-                attempts=progress.attempts,
-                slots=progress.slots,
-                queued_ms=queued_ms,
-                execution_ms=budget.elapsed_ms(),
-                endpoint=resolution.endpoint,
-                error=progress.error,
-                origin_error=progress.origin,
-                response=progress.response,
-            )
-
         try:
-            return await self._run(request, resolution, queue, budget, progress, finish)
+            async with self._clock.deadline(budget.deadline):
+                outcome = await self._attempts(request, resolution, queue, budget, progress)
+        except TimeoutError:
+            if progress.waiting:
+                progress.failed(_timeout("the budget ended while waiting to retry"))
+            else:
+                progress.failed(_timeout("the attempt was cancelled at the end of the budget"))
+            outcome = Outcome.TIMEDOUT
         except asyncio.CancelledError:
             if interrupted is not None:
                 progress.failed(AttemptError(kind=ErrorKind.NETWORK, message=INTERRUPTED))
-                interrupted(finish(Outcome.NETWORK_ERROR))
+                interrupted(_result(call_id, Outcome.NETWORK_ERROR, progress, budget,
+                                    resolution, queued_ms))  # fmt: skip
             raise
+        return _result(call_id, outcome, progress, budget, resolution, queued_ms)
 
-    async def _run(
+    async def _attempts(
         self,
         request: Request,
         resolution: Resolution,
         queue: ThrottleQueue | None,
         budget: Budget,
         progress: _Progress,
-        finish: Callable[[Outcome], CallResult],
-    ) -> CallResult:
-        """Attempts and retries until an outcome."""
+    ) -> Outcome:
+        """Attempts and retries until an outcome (the caller enforces the deadline)."""
         while True:
             progress.attempts += 1
-            failure = await self._attempt(request, resolution, budget, progress)
+            failure = await self._attempt(request, resolution, progress)
             if isinstance(failure, Outcome):
-                return finish(failure)
+                return failure
             last = Outcome.NETWORK_ERROR if failure.status is None else Outcome.HTTP_ERROR
             if progress.attempts > self._retry.max_retries:
-                return finish(last)
+                return last
             headers = None
             if failure.status is not None and progress.response is not None:
                 headers = progress.response.headers
             wait = self._retry.wait(progress.attempts - 1, headers, self._clock.now())
             if not budget.fits(wait.seconds):
                 if wait.asked_by_server:
-                    return finish(last)
+                    return last
                 progress.failed(_timeout("the budget ends before the next retry"))
-                return finish(Outcome.TIMEDOUT)
-            outcome = await self._retry_slots(resolution, queue, budget, wait.seconds, progress)
+                return Outcome.TIMEDOUT
+            progress.waiting = True
+            outcome = await self._retry_slots(resolution, queue, wait.seconds, progress)
+            progress.waiting = False
             if outcome is not None:
-                return finish(outcome)
+                return outcome
 
     async def _attempt(
-        self, request: Request, resolution: Resolution, budget: Budget, progress: _Progress
+        self, request: Request, resolution: Resolution, progress: _Progress
     ) -> Outcome | AttemptError:
         """One attempt: the final outcome, or the error of a failure a retry may fix."""
         progress.response = None  # the result carries the last attempt's response, if any
         try:
-            async with self._clock.deadline(budget.deadline):
-                if resolution.max_connections is None:
+            if resolution.max_connections is None:
+                response = await self._transport.send(request)
+            else:
+                async with self._connections.hold(
+                    resolution.connection_key, resolution.max_connections
+                ):
                     response = await self._transport.send(request)
-                else:
-                    async with self._connections.hold(
-                        resolution.connection_key, resolution.max_connections
-                    ):
-                        response = await self._transport.send(request)
-        except TimeoutError:
-            progress.failed(_timeout("the attempt was cancelled at the end of the budget"))
-            return Outcome.TIMEDOUT
         except EgressBlocked as exc:
             progress.failed(AttemptError(kind=ErrorKind.BLOCKED, message=str(exc)))
             return Outcome.BLOCKED
@@ -174,20 +166,14 @@ class Executor:
         self,
         resolution: Resolution,
         queue: ThrottleQueue | None,
-        budget: Budget,
         wait: float,
         progress: _Progress,
     ) -> Outcome | None:
         """Wait, then take the retry's slots; an outcome when the call must end instead."""
-        try:
-            async with self._clock.deadline(budget.deadline):
-                await self._clock.sleep(wait)
-                if queue is not None:
-                    await queue.wait_retry()
-                    progress.slots += 1
-        except TimeoutError:
-            progress.failed(_timeout("the budget ended while waiting to retry"))
-            return Outcome.TIMEDOUT
+        await self._clock.sleep(wait)
+        if queue is not None:
+            await queue.wait_retry()
+            progress.slots += 1
         if resolution.capping:
             now_ms = int(self._clock.now() * 1000)
             if await self._slots.acquire(resolution.capping, now_ms):
@@ -201,3 +187,25 @@ class Executor:
 
 def _timeout(message: str) -> AttemptError:
     return AttemptError(kind=ErrorKind.TIMEOUT, message=message)
+
+
+def _result(
+    call_id: str,
+    outcome: Outcome,
+    progress: _Progress,
+    budget: Budget,
+    resolution: Resolution,
+    queued_ms: float,
+) -> CallResult:
+    return CallResult(
+        call_id=call_id,
+        outcome=outcome,
+        attempts=progress.attempts,
+        slots=progress.slots,
+        queued_ms=queued_ms,
+        execution_ms=budget.elapsed_ms(),
+        endpoint=resolution.endpoint,
+        error=progress.error,
+        origin_error=progress.origin,
+        response=progress.response,
+    )

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -201,58 +201,70 @@ class Gate:
             return self._report(call, _ended(call_id, Outcome.BLOCKED, endpoint, error))
         resolution = self.rules.resolve(call)
         if resolution.throttle is None:
-            return await self._admitted(call, call_id, resolution, None, None, handle)
+            return await self._run(call, call_id, resolution, None, handle)
         queue, admission = await self._throttling.admit(call_id, call, resolution.throttle)
-        if handle is not None and admission is not None:
+        if admission is None:
+            return await self._run(call, call_id, resolution, queue, handle)
+        if handle is not None:
             handle.accept("queued")
-        return await self._admitted(call, call_id, resolution, queue, admission, handle)
+        return await self._queued(call, call_id, resolution, queue, admission, handle)
 
-    async def _admitted(
+    async def _queued(
+        self,
+        call: Call,
+        call_id: str,
+        resolution: Resolution,
+        queue: ThrottleQueue,
+        admission: Admission,
+        handle: CallHandle | None,
+    ) -> CallResult:
+        """A journaled call: wait for its turn, run it, then drop it from the journal. One
+        cut short by a shutdown stays journaled, runs again after restart, is reported then."""
+        finished = False
+        try:
+            granted = await admission.granted
+            queued_ms = max(0.0, (self._clock.now() - admission.enqueued_at) * 1000)
+            if granted:
+                result = await self._run(call, call_id, resolution, queue, handle,
+                                         queued_ms=queued_ms, journaled=True)  # fmt: skip
+            else:
+                result = self._report(call, _ended(call_id, Outcome.EXPIRED, resolution.endpoint,
+                                                   _expired(), queued_ms=queued_ms))  # fmt: skip
+            finished = True
+            return result
+        finally:
+            if finished or not self._closing:
+                await self._throttling.forget(call_id)
+
+    async def _run(
         self,
         call: Call,
         call_id: str,
         resolution: Resolution,
         queue: ThrottleQueue | None,
-        admission: Admission | None,
         handle: CallHandle | None,
+        *,
+        queued_ms: float = 0.0,
+        journaled: bool = False,
     ) -> CallResult:
-        """The rest of a call once it is either queued (``admission``) or holds its
-        throttling slot (``queue`` without ``admission``), or is not throttled at all."""
+        """A call that holds its throttling slot (``queue``) or needs none: capping, then
+        the executor."""
+        if handle is not None:
+            handle.accept("running")
         slots = 0 if queue is None else 1
-        queued_ms = 0.0
-        finished = False
-        try:
-            if admission is not None:
-                granted = await admission.granted
-                queued_ms = max(0.0, (self._clock.now() - admission.enqueued_at) * 1000)
-                if not granted:
-                    result = _ended(call_id, Outcome.EXPIRED, resolution.endpoint, _expired(),
-                                    queued_ms=queued_ms)  # fmt: skip
-                    finished = True
-                    return self._report(call, result)
-            if handle is not None:
-                handle.accept("running")
-            if resolution.capping:
-                now_ms = int(self._clock.now() * 1000)
-                if await self._backend.slots.acquire(resolution.capping, now_ms):
-                    error = AttemptError(kind=ErrorKind.CAPPED, message="no capping slot")
-                    result = _ended(call_id, Outcome.CAPPED, resolution.endpoint, error,
-                                    queued_ms=queued_ms, slots=slots)  # fmt: skip
-                    finished = True
-                    return self._report(call, result)
-                slots += 1
-            # A journaled call cut short runs again after a restart: it is reported then.
-            interrupted = None if admission is not None else partial(self._report, call)
-            result = await self._executor.run(
-                call, resolution, call_id=call_id, queue=queue, queued_ms=queued_ms, slots=slots,
-                interrupted=interrupted,
-            )  # fmt: skip
-            finished = True
-            return self._report(call, result)
-        finally:
-            # A call cut short by a shutdown stays journaled and runs again after restart.
-            if admission is not None and (finished or not self._closing):
-                await self._throttling.forget(call_id)
+        if resolution.capping:
+            now_ms = int(self._clock.now() * 1000)
+            if await self._backend.slots.acquire(resolution.capping, now_ms):
+                error = AttemptError(kind=ErrorKind.CAPPED, message="no capping slot")
+                capped = _ended(call_id, Outcome.CAPPED, resolution.endpoint, error,
+                                queued_ms=queued_ms, slots=slots)  # fmt: skip
+                return self._report(call, capped)
+            slots += 1
+        result = await self._executor.run(
+            call, resolution, call_id=call_id, queue=queue, queued_ms=queued_ms, slots=slots,
+            interrupted=None if journaled else partial(self._report, call),
+        )  # fmt: skip
+        return self._report(call, result)
 
     async def _recover(self) -> None:
         """Run again the calls journaled before a restart (they are queued in order)."""
@@ -261,7 +273,7 @@ class Gate:
             resolution = self.rules.resolve(item.call)
             self._spawn(
                 handle,
-                self._admitted(item.call, item.call_id, resolution, queue, admission, handle),
+                self._queued(item.call, item.call_id, resolution, queue, admission, handle),
             )
 
     def _report(self, call: Call, result: CallResult) -> CallResult:
@@ -281,7 +293,8 @@ class Gate:
 
 
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits, as ``uuid4().hex`` but a fifth of its cost."""
+    return os.urandom(16).hex()
 
 
 def _expired() -> AttemptError:

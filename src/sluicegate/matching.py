@@ -163,11 +163,11 @@ class Resolver:
         self._cache: dict[tuple[object, ...], Resolution] = {}
 
     def resolve(self, call: Call) -> Resolution:
-        """What applies to ``call``; the same answer for the same rules, org and endpoint."""
-        where, path = locate(call.url)
-        key = (call.org, call.sandbox, call.service, call.method, where, path)
+        """What applies to ``call``; the same answer for the same rules, org and URL."""
+        key = (call.org, call.sandbox, call.service, call.method, call.url)
         resolution = self._cache.get(key)
         if resolution is None:
+            where, path = locate(call.url)
             resolution = self._resolve(call, where, path)
             if len(self._cache) >= CACHE_SIZE:
                 del self._cache[next(iter(self._cache))]

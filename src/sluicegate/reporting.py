@@ -90,23 +90,24 @@ class Row:
 class Counters:
     """The in-memory reporter: a row of counts per :class:`Key`."""
 
-    __slots__ = ("rows",)
+    __slots__ = ("_rows",)
 
     def __init__(self) -> None:
-        self.rows: dict[Key, Row] = {}
+        # Keyed by plain tuples in Key's field order: recording runs once per call, and a
+        # tuple hashes far faster than a frozen dataclass.
+        self._rows: dict[tuple[str, str, str, str, str, Outcome], Row] = {}
+
+    @property
+    def rows(self) -> dict[Key, Row]:
+        return {Key(org=o, sandbox=s, journey=j, service=v, endpoint=e, outcome=x): row
+                for (o, s, j, v, e, x), row in self._rows.items()}  # fmt: skip
 
     def record(self, call: Call, result: CallResult) -> None:
-        key = Key(
-            org=call.org,
-            sandbox=call.sandbox,
-            journey=call.journey,
-            service=call.service.value,
-            endpoint=result.endpoint,
-            outcome=result.outcome,
-        )
-        row = self.rows.get(key)
+        key = (call.org, call.sandbox, call.journey, call.service.value, result.endpoint,
+               result.outcome)  # fmt: skip
+        row = self._rows.get(key)
         if row is None:
-            row = self.rows[key] = Row()
+            row = self._rows[key] = Row()
         row.calls += 1
         row.attempts += result.attempts
         row.retries += result.retries

@@ -169,6 +169,10 @@ class AiohttpTransport:
 
     async def _response(self, resp: aiohttp.ClientResponse) -> Response:
         """Read at most ``max_body`` bytes (one more to detect a longer body), then cut."""
+        length = resp.content_length
+        if length is not None and length <= self._max_body:  # the usual case: one read
+            body = await resp.read()
+            return Response(status=resp.status, headers=_flatten(resp.headers), body=body)
         content = resp.content
         remaining = self._max_body + 1
         chunks = []
