@@ -3,9 +3,10 @@
 ``sluicegate serve --dev`` runs in a subprocess on a free port and an empty data dir; the
 admin key it prints for the org ``demo`` signs every request. The schemathesis CLI then
 runs all its phases (examples, coverage, fuzzing, stateful) with a fixed seed and a bounded
-number of examples per operation, and two checks: no response is a 5xx, and every response
-matches the schema published for its status. On failure the test prints schemathesis'
-report (each failure with a curl line to reproduce it) and the server's log.
+number of examples per operation, and three checks: no response is a 5xx, every status is
+a documented one, and every response matches the schema published for its status. On
+failure the test prints schemathesis' report (each failure with a curl line to reproduce
+it) and the server's log.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 
 SLUICEGATE = [sys.executable, "-m", "sluicegate.cli"]
 SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
-CHECKS = ["not_a_server_error", "response_schema_conformance"]
+CHECKS = ["not_a_server_error", "response_schema_conformance", "status_code_conformance"]
 MAX_EXAMPLES = 20  # per operation and phase: about 25 s on two cores
 SEED = 20261126
 # POST /v1/calls may hold a request up to waitSeconds (at most 60 s) before answering.

@@ -24,7 +24,7 @@ from sluicegate.handle import CallHandle
 from sluicegate.service.calllog import Accepted, CallLog, Found
 from sluicegate.service.callview import view_json
 from sluicegate.service.context import Caller, Context
-from sluicegate.service.problems import Problem
+from sluicegate.service.problems import Problem, responses
 
 MAX_WAIT_SECONDS = 60
 DEFAULT_WAIT_SECONDS = 30
@@ -118,28 +118,8 @@ class CallPending(BaseModel):
     state: Literal["queued", "running"]
 
 
-class FieldProblem(BaseModel):
-    field: str
-    message: str
-
-
-class ProblemOut(BaseModel):
-    """Every error response."""
-
-    status: int
-    code: str | int
-    message: str
-    details: list[FieldProblem] | None = None
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ProblemOut, "description": "Invalid input (code says what)"},
-    401: {"model": ProblemOut, "description": "Missing or unknown API key"},
-    403: {"model": ProblemOut, "description": "Key of another org, or role not allowed"},
-    404: {"model": ProblemOut, "description": "Unknown sandbox or call"},
-    503: {"model": ProblemOut, "description": "Storage unavailable, or shutting down"},
-    "default": {"model": ProblemOut, "description": "Any other error"},
-}
+_ERRORS = responses({404: "Unknown sandbox or call",
+                     503: "Storage unavailable, or shutting down"})  # fmt: skip
 _RESULTS: dict[int | str, dict[str, Any]] = {
     200: {"model": CallView, "description": "The call ended"},
     202: {"model": CallPending, "description": "The call has not ended yet"},

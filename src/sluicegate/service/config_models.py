@@ -15,6 +15,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from sluicegate.rules import MAX_HTTP_CONNECTIONS, MAX_THROUGHPUT, MIN_THROUGHPUT
+from sluicegate.service.problems import responses
 from sluicegate.validation import CONFIG_METHODS, ELEMENT_FIELDS
 
 
@@ -110,34 +111,9 @@ class Empty(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class AdobeError(BaseModel):
-    code: int | str
-    family: str
-    message: str
-    service: str
-
-
-class FieldProblem(BaseModel):
-    field: str
-    message: str | None
-
-
-class ErrorBody(BaseModel):
-    """Every error answer of this API (see :mod:`sluicegate.service.problems`)."""
-
-    status: int
-    code: int | str = Field(description="Adobe's code: ERR_... string or integer (1451...)")
-    message: str
-    error: AdobeError
-    errors: list[ErrorItem] | None = Field(None, description="Invalid config: every error")
-    details: list[FieldProblem] | None = Field(None, description="Invalid request")
-
-
 _ERRORS = {
     400: "Invalid payload (every validation error in `errors`), header or parameter; "
     "1463: a throttling config outside a production sandbox",
-    401: "Missing or unknown API key",
-    403: "The key's org is not the header's, or its role may not do this",
     404: "Unknown sandbox, or no such config in this org and sandbox (code 14467)",
     409: "The config's state forbids it: deleting a deployed config without "
     "forceDelete=true (1451 capping, 1456 throttling); a second throttling config in the "
@@ -146,12 +122,8 @@ _ERRORS = {
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The documented error responses of a route: ``statuses`` and any other (default)."""
-    found: dict[int | str, dict[str, Any]] = {
-        status: {"model": ErrorBody, "description": _ERRORS[status]} for status in statuses
-    }
-    found["default"] = {"model": ErrorBody, "description": "Any other error"}
-    return found
+    """The documented error responses of a configuration route."""
+    return responses({status: _ERRORS[status] for status in statuses if status in _ERRORS})
 
 
 # Request bodies: parsed and validated by the core; described here as exactly as JSON Schema

@@ -36,6 +36,7 @@ from sluicegate.outcomes import Outcome
 from sluicegate.rules import CappingRule, ThrottlingRule
 from sluicegate.service.buckets import Selection
 from sluicegate.service.context import Context, Reader
+from sluicegate.service.problems import responses
 from sluicegate.service.tally import Tally
 
 WINDOW_SECONDS = 300
@@ -95,7 +96,7 @@ class EndpointList(BaseModel):
     results: list[EndpointOut]
 
 
-router = APIRouter(tags=["reports"])
+router = APIRouter(tags=["reports"], responses=responses())
 
 
 @router.get("/v1/endpoints", response_model=EndpointList, response_model_exclude_none=True)

@@ -13,6 +13,7 @@ from sluicegate.backends.database import Database
 from sluicegate.call import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS
 from sluicegate.clock import Clock
 from sluicegate.service.context import Editor, Reader
+from sluicegate.service.problems import responses
 
 
 class Journeys:
@@ -58,7 +59,7 @@ class JourneyOut(BaseModel):
     timeoutSeconds: int
 
 
-router = APIRouter(prefix="/v1/journeys", tags=["journeys"])
+router = APIRouter(prefix="/v1/journeys", tags=["journeys"], responses=responses())
 
 
 @router.put("/{journeyId}", response_model=JourneyOut)

@@ -39,7 +39,7 @@ from prometheus_client.registry import Collector
 from sluicegate.matching import throttle_key
 from sluicegate.reporting import BOUNDS_MS
 from sluicegate.service.context import READ, principal, runtime
-from sluicegate.service.problems import Problem
+from sluicegate.service.problems import Problem, responses
 from sluicegate.service.tally import Tally
 from sluicegate.service.tenants import Principal
 from sluicegate.throttle import QueueState
@@ -55,7 +55,7 @@ COUNTERS = {
     "slots": "Rate-rule slots taken",
 }
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], responses=responses())
 
 
 @router.get("/metrics", response_class=Response)

@@ -10,16 +10,62 @@ refusal due to what already exists answers 409 Conflict (:data:`CONFLICT_CODES`)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from sluicegate.errors import ConfigError, InvalidConfig, InvalidInput, StorageError
 
 ADOBE_PREFIX = "/journey/orchestration"
+
+
+class AdobeError(BaseModel):
+    code: int | str
+    family: str
+    message: str
+    service: str
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str | None
+
+
+class ProblemOut(BaseModel):
+    """Every error response of the service."""
+
+    status: int
+    code: int | str = Field(description="Stable code: INVALID_URL, ERR_ENDPOINTCONFIG_100, 1451...")
+    message: str
+    error: AdobeError | None = Field(None, description="Adobe's envelope (configuration API)")
+    errors: list[dict[str, Any]] | None = Field(None, description="Invalid config: every error")
+    details: list[FieldProblem] | None = Field(None, description="Invalid request: every field")
+
+
+COMMON = {
+    400: "Invalid input, header or parameter: `code` says which",
+    401: "Missing or unknown API key",
+    403: "The key's org is not the header's, or its role may not do this",
+    404: "Unknown sandbox, or nothing of that id in this org and sandbox",
+}
+
+
+def responses(descriptions: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The documented error responses of a route: the common ones, ``descriptions``
+    (added or overriding), and any other as ``default`` (which also keeps FastAPI from
+    documenting a 422 that the service never sends)."""
+    found: dict[int | str, dict[str, Any]] = {
+        status: {"model": ProblemOut, "description": text}
+        for status, text in {**COMMON, **(descriptions or {})}.items()
+    }
+    found["default"] = {"model": ProblemOut, "description": "Any other error"}
+    return found
+
 
 #: Lifecycle refusals that conflict with what exists, answered 409 rather than Adobe's
 #: 500 (delete while deployed: 1451 capping, 1456 throttling) or 400 (a second throttling
@@ -82,7 +128,7 @@ async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+    codes = {400: "INVALID_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
     code = codes.get(exc.status_code, f"HTTP_{exc.status_code}")
     response = problem(request, exc.status_code, code, str(exc.detail))
     response.headers.update(exc.headers or {})

@@ -35,6 +35,7 @@ from sluicegate.records import iso_time
 from sluicegate.service import endpoints
 from sluicegate.service.buckets import ReportBook, Selection
 from sluicegate.service.context import Context, Reader
+from sluicegate.service.problems import responses
 from sluicegate.service.tally import Tally
 
 __all__ = ["ReportBook", "router"]
@@ -70,7 +71,7 @@ class Timeseries(BaseModel):
     buckets: list[Interval]
 
 
-router = APIRouter(tags=["reports"])
+router = APIRouter(tags=["reports"], responses=responses())
 router.include_router(endpoints.router)
 
 JourneyFilter = Annotated[str | None, Query(alias="journeyId", description="One journey")]

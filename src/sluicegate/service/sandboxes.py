@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from sluicegate.service.context import Admin, Reader
+from sluicegate.service.problems import responses
 
 
 class SandboxIn(BaseModel):
@@ -24,7 +25,11 @@ class SandboxList(BaseModel):
     results: list[SandboxOut]
 
 
-router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
+router = APIRouter(
+    prefix="/v1/sandboxes",
+    tags=["sandboxes"],
+    responses=responses({409: "A sandbox of that name exists"}),
+)
 
 
 @router.post("", response_model=SandboxOut, status_code=201)
