@@ -33,7 +33,7 @@ from sluicegate.call import Call
 from sluicegate.clock import Clock
 from sluicegate.errors import StorageError
 from sluicegate.outcomes import CallResult
-from sluicegate.service.tally import COUNT_COLUMNS, Tally
+from sluicegate.reporting import COUNT_COLUMNS, Tally
 
 FLUSH_SECONDS = 1.0
 #: Flushes between two compactions (about a minute).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sluicegate.backends.database import Database
-from sluicegate.service.tally import COUNT_COLUMNS
+from sluicegate.reporting import COUNT_COLUMNS
 
 DB_NAME = "service.db"
 SCHEMA_VERSION = 1
@@ -34,7 +34,7 @@ CREATE INDEX IF NOT EXISTS calls_callback_due ON calls (call_id) WHERE callback_
 """
 #: Report buckets (see :mod:`sluicegate.service.buckets`): one row per org, sandbox, second,
 #: journey, service, endpoint and outcome, one column per count of a
-#: :class:`~sluicegate.service.tally.Tally`; the index on ``second`` serves compaction.
+#: :class:`~sluicegate.reporting.Tally`; the index on ``second`` serves compaction.
 REPORT_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS report_buckets (org TEXT NOT NULL, sandbox TEXT NOT NULL,
     journey TEXT NOT NULL, service TEXT NOT NULL, endpoint TEXT NOT NULL,

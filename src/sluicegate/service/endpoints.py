@@ -33,11 +33,11 @@ from sluicegate.configs import ConfigKind, ConfigRecord
 from sluicegate.gate import Gate
 from sluicegate.matching import throttle_key
 from sluicegate.outcomes import Outcome
+from sluicegate.reporting import Tally
 from sluicegate.rules import CappingRule, ThrottlingRule
 from sluicegate.service.buckets import Selection
 from sluicegate.service.context import Context, Reader
 from sluicegate.service.problems import responses
-from sluicegate.service.tally import Tally
 
 WINDOW_SECONDS = 300
 DEFAULT_ERROR_RATE = 0.2

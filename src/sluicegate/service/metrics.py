@@ -37,10 +37,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from sluicegate.matching import throttle_key
-from sluicegate.reporting import BOUNDS_MS
+from sluicegate.reporting import BOUNDS_MS, Tally
 from sluicegate.service.context import READ, principal, runtime
 from sluicegate.service.problems import Problem, responses
-from sluicegate.service.tally import Tally
 from sluicegate.service.tenants import Principal
 from sluicegate.throttle import QueueState
 

@@ -13,7 +13,7 @@ are labelled), over ``from`` (inclusive) to ``to`` (exclusive):
 
 Percentiles are the upper bound of the histogram bucket the percentile falls in
 (:data:`~sluicegate.reporting.BOUNDS_MS`), ``null`` without data; ``avg`` is exact. See
-:mod:`sluicegate.service.tally` for which calls have a latency. Time series list only the
+:mod:`sluicegate.reporting` for which calls have a latency. Time series list only the
 intervals that have calls; more than :data:`MAX_INTERVALS` is 400 ``TOO_MANY_BUCKETS``.
 The buckets themselves live in :mod:`sluicegate.service.buckets`; this module's ``router``
 also carries ``GET /v1/endpoints`` (:mod:`sluicegate.service.endpoints`).
@@ -32,11 +32,11 @@ from pydantic import BaseModel
 from sluicegate.call import Service
 from sluicegate.errors import InvalidInput
 from sluicegate.records import iso_time
+from sluicegate.reporting import Tally
 from sluicegate.service import endpoints
 from sluicegate.service.buckets import ReportBook, Selection
 from sluicegate.service.context import Context, Reader
 from sluicegate.service.problems import responses
-from sluicegate.service.tally import Tally
 
 __all__ = ["ReportBook", "router"]
 
