@@ -8,7 +8,7 @@ async with Gate.open("data") as gate:
     if result.outcome is Outcome.CAPPED: ...
 """
 
-from sluicegate.call import Service
+from sluicegate.call import CallArgs, Service
 from sluicegate.clock import Clock, SystemClock
 from sluicegate.configs import ConfigKind, ConfigRecord, RuleBook
 from sluicegate.errors import (
@@ -32,6 +32,7 @@ from sluicegate.transport import Request, Response, Transport
 
 __all__ = [
     "AttemptError",
+    "CallArgs",
     "CallHandle",
     "CallResult",
     "Clock",

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NotRequired, TypedDict, Unpack
 from urllib.parse import SplitResult, urlsplit
 
 from sluicegate.errors import InvalidCall
@@ -56,30 +57,22 @@ class Call:
         return urlsplit(self.url)
 
     @classmethod
-    def build(
-        cls,
-        *,
-        org: str,
-        sandbox: str,
-        journey: str,
-        service: str,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None = None,
-        body: bytes | str | None = None,
-        timeout_seconds: float | None = None,
-    ) -> Call:
+    def build(cls, **args: Unpack[CallArgs]) -> Call:
         """Validate the parts of a call; raise :class:`InvalidCall` with a clear message."""
+        org, sandbox, journey = args["org"], args["sandbox"], args["journey"]
         for name, value in (("org", org), ("sandbox", sandbox), ("journey", journey)):
             if not isinstance(value, str) or not value:
                 raise InvalidCall("INVALID_CALL", f"{name} must be a non-empty string")
+        service = args["service"]
         try:
             kind = Service(service)
         except ValueError:
             raise InvalidCall(
                 "INVALID_SERVICE", f"service must be 'action' or 'dataSource', not {service!r}"
             ) from None
+        url = args["url"]
         check_url(url)
+        timeout_seconds = args.get("timeout_seconds")
         timeout = DEFAULT_TIMEOUT_SECONDS if timeout_seconds is None else timeout_seconds
         if (
             isinstance(timeout, bool)
@@ -91,19 +84,40 @@ class Call:
                 f"timeoutSeconds must be between {MIN_TIMEOUT_SECONDS} and "
                 f"{MAX_TIMEOUT_SECONDS}, not {timeout_seconds!r}",
             )
-        check_headers(headers or {})
+        headers = args.get("headers") or {}
+        check_headers(headers)
+        body = args.get("body")
         payload = body.encode() if isinstance(body, str) else (body or b"")
         return cls(
             org=org,
             sandbox=sandbox,
             journey=journey,
             service=kind,
-            method=normalize_method(method),
+            method=normalize_method(args["method"]),
             url=url,
-            headers=dict(headers or {}),
+            headers=dict(headers),
             body=payload,
             timeout_seconds=float(timeout),
         )
+
+
+class CallArgs(TypedDict):
+    """The parts of a call, as :meth:`Gate.call <sluicegate.Gate.call>` takes them.
+
+    ``service`` is ``action`` or ``dataSource``; ``method`` an HTTP method (Adobe's
+    ``OPTION`` means ``OPTIONS``); ``url`` absolute http(s); ``body`` bytes, or a str sent
+    as UTF-8; ``timeout_seconds`` the journey's budget, 1..30 (default 30).
+    """
+
+    org: str
+    sandbox: str
+    journey: str
+    service: str
+    method: str
+    url: str
+    headers: NotRequired[Mapping[str, str] | None]
+    body: NotRequired[bytes | str | None]
+    timeout_seconds: NotRequired[float | None]
 
 
 def check_headers(headers: Mapping[str, str]) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-from sluicegate.call import Call
+from sluicegate.call import Call, CallArgs
 from sluicegate.clock import Clock, SystemClock
 from sluicegate.configs import RuleBook
 from sluicegate.connections import ConnectionLimits
@@ -113,49 +113,18 @@ class Gate:
         finally:
             await backend.aclose()
 
-    async def call(
-        self,
-        *,
-        org: str,
-        sandbox: str,
-        journey: str,
-        service: str,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None = None,
-        body: bytes | str | None = None,
-        timeout_seconds: float | None = None,
-    ) -> CallResult:
+    async def call(self, **args: Unpack[CallArgs]) -> CallResult:
         """Make a call through the guardrails and return how it ended.
 
-        Raises :class:`~sluicegate.errors.InvalidCall` for input that cannot be a call;
-        every other ending, including capping and timeouts, is a returned outcome.
+        Takes the parts of :class:`~sluicegate.call.CallArgs` as keywords. Raises
+        :class:`~sluicegate.errors.InvalidCall` for input that cannot be a call; every other
+        ending, including capping and timeouts, is a returned outcome.
         """
-        call = Call.build(
-            org=org, sandbox=sandbox, journey=journey, service=service, method=method,
-            url=url, headers=headers, body=body, timeout_seconds=timeout_seconds,
-        )  # fmt: skip
-        return await self._execute(call, _new_id(), None)
+        return await self._execute(Call.build(**args), _new_id(), None)
 
-    async def submit(
-        self,
-        *,
-        org: str,
-        sandbox: str,
-        journey: str,
-        service: str,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None = None,
-        body: bytes | str | None = None,
-        timeout_seconds: float | None = None,
-        call_id: str | None = None,
-    ) -> CallHandle:
+    async def submit(self, *, call_id: str | None = None, **args: Unpack[CallArgs]) -> CallHandle:
         """Start a call and return once it is durably queued, running or already ended."""
-        call = Call.build(
-            org=org, sandbox=sandbox, journey=journey, service=service, method=method,
-            url=url, headers=headers, body=body, timeout_seconds=timeout_seconds,
-        )  # fmt: skip
+        call = Call.build(**args)
         handle = CallHandle(call_id or _new_id())
         self._spawn(handle, self._execute(call, handle.call_id, handle))
         await handle.accepted()
