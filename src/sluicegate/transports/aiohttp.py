@@ -30,6 +30,8 @@ from sluicegate.transport import Request, Response
 
 #: Resolved (and checked) addresses are reused this long, so most requests skip DNS.
 DNS_CACHE_SECONDS = 10
+#: Parsed first-hop URLs (and the policy's verdict on each) kept, oldest dropped first.
+HOP_CACHE_SIZE = 4096
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _BODY_HEADERS = frozenset({"content-length", "content-type", "content-encoding"})
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
@@ -95,6 +97,7 @@ class AiohttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self._resolver: _CheckingResolver | None = None
         self._closed = False
+        self._hops: dict[str, tuple[URL, str | None]] = {}
 
     async def send(self, request: Request) -> Response:
         """Make one attempt, following at most ``max_redirects`` redirects, each one checked.
@@ -105,14 +108,11 @@ class AiohttpTransport:
         method = request.method
         headers: Mapping[str, str] | None = request.headers or None
         body = request.body or None
-        try:
-            # Requested as parsed here: the policy must judge the host aiohttp will connect to.
-            url = URL(request.url)
-        except ValueError as exc:
-            raise EgressBlocked(f"malformed url: {exc}") from exc
+        url, reason = self._first_hop(request.url)
         redirects = 0
         while True:
-            reason = self._policy.check_url(str(url))
+            if redirects:
+                reason = self._policy.check_url(str(url))
             if reason is not None:
                 raise EgressBlocked(reason)
             try:
@@ -136,6 +136,24 @@ class AiohttpTransport:
             if _origin(url) != _origin(target):
                 headers = _without(headers, _CREDENTIAL_HEADERS)
             url = target
+
+    def _first_hop(self, raw: str) -> tuple[URL, str | None]:
+        """The URL as aiohttp will request it, and the policy's verdict on it.
+
+        Requested as parsed here, because the policy must judge the host aiohttp connects
+        to. Both are kept per URL string (URLs are immutable, the policy fixed), since
+        journeys call the same URLs over and over; the cache is bounded.
+        """
+        found = self._hops.get(raw)
+        if found is None:
+            try:
+                url = URL(raw)
+            except ValueError as exc:
+                raise EgressBlocked(f"malformed url: {exc}") from exc
+            if len(self._hops) >= HOP_CACHE_SIZE:
+                del self._hops[next(iter(self._hops))]
+            found = self._hops[raw] = (url, self._policy.check_url(str(url)))
+        return found
 
     async def aclose(self) -> None:
         """Close the pooled connections; :meth:`send` refuses to run afterwards."""
@@ -219,7 +237,10 @@ def _without(headers: Mapping[str, str] | None, names: frozenset[str]) -> dict[s
 
 def _flatten(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     """Headers as a plain dict; repeated names (in any case) are joined with ", "."""
-    flat: dict[str, str] = {}
+    flat = dict(headers.items())
+    if len(flat) == len(headers) and len({name.lower() for name in flat}) == len(flat):
+        return flat  # the usual case: no name repeated
+    flat = {}
     first_spelling: dict[str, str] = {}
     for name, value in headers.items():
         key = first_spelling.setdefault(name.lower(), name)
