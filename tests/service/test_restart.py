@@ -114,13 +114,14 @@ async def test_a_call_running_at_a_stop_ends_as_interrupted(
     await until(lambda: system.in_flight == 1)
 
     service = await restart(service, start_service, data, clock)
-    await until(lambda: len(system.callbacks) == 1)
+    # At least once: a callback sent while the service stopped may come again after it.
+    await until(lambda: len(system.callbacks) >= 1)
     status, result = await service.request("GET", f"/v1/calls/{running['callId']}", headers)
     assert (1, 200, "network_error", "internalError", INTERRUPTED) == (
         system.disconnected, status, result["outcome"], result["joStatusCode"],
         result["error"]["message"],
     )  # fmt: skip
-    assert result == system.callbacks[0][1]
+    assert [result] * len(system.callbacks) == [body for _, body in system.callbacks]
 
 
 async def test_a_callback_cut_off_by_a_stop_is_sent_again(

@@ -70,6 +70,7 @@ class CallLog:
         self._callback_urls: dict[str, str] = {}  # of calls still running
         self._loaded = False
         self._closing = False
+        self._stopping = False  # no new callbacks: the engine is stopping
         self._pruned_at = 0.0
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -251,8 +252,15 @@ class CallLog:
             if self._finished.get(done.call_id) is done:
                 del self._finished[done.call_id]
             url = looked_up.get(done.call_id) if done.callback is ... else done.callback
-            if isinstance(url, str) and self._callbacks is not None and not self._closing:
+            sending = not (self._closing or self._stopping)
+            if isinstance(url, str) and self._callbacks is not None and sending:
                 self._callbacks.send(done.call_id, url, done.json())  # else sent after restart
+
+    def stopping(self) -> None:
+        """The engine is about to stop: results still come (calls cut off by the stop), but
+        their callbacks wait for the next start, where owed callbacks are sent. Sending
+        one now could be cut off after delivery and sent twice."""
+        self._stopping = True
 
     async def aclose(self) -> None:
         """Stop callbacks (owed ones are resent after the next start) and write the rest."""

@@ -75,10 +75,13 @@ async def open_runtime(
             ) as gate:
                 await calls.start(gate)
                 await reports.start()
-                yield Runtime(
-                    gate=gate, tenants=Tenants(db, clock), journeys=Journeys(db, clock),
-                    calls=calls, reports=reports, clock=clock, settings=settings, dev=dev,
-                )  # fmt: skip
+                try:
+                    yield Runtime(
+                        gate=gate, tenants=Tenants(db, clock), journeys=Journeys(db, clock),
+                        calls=calls, reports=reports, clock=clock, settings=settings, dev=dev,
+                    )  # fmt: skip
+                finally:
+                    calls.stopping()
         finally:
             await calls.aclose()
             await reports.aclose()
