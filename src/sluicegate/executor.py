@@ -170,7 +170,8 @@ class Executor:
         progress: _Progress,
     ) -> Outcome | None:
         """Wait, then take the retry's slots; an outcome when the call must end instead."""
-        await self._clock.sleep(wait)
+        if wait > 0:
+            await self._clock.sleep(wait)
         if queue is not None:
             await queue.wait_retry()
             progress.slots += 1

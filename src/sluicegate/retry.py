@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 MAX_RETRIES = 3
 FINAL_STATUSES = frozenset({401, 403, 404})
@@ -23,7 +24,9 @@ def is_retryable_status(status: int) -> bool:
 
 def retry_after(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds asked for by a ``Retry-After`` header (delta-seconds or HTTP-date), if any."""
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    # Names compare without case; most are not 11 characters long, which is cheap to see.
+    value = next((v for k, v in headers.items() if len(k) == 11 and k.lower() == "retry-after"),
+                 None)  # fmt: skip
     if value is None:
         return None
     value = value.strip()
@@ -52,10 +55,10 @@ class RetryPolicy:
         return Wait(seconds=self.schedule[index] if self.schedule else 0.0, asked_by_server=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Wait:
+class Wait(NamedTuple):
     """A wait before a retry. A server-asked wait that does not fit the budget ends the
-    call with its last error; a schedule wait that does not fit ends it ``timedout``."""
+    call with its last error; a schedule wait that does not fit ends it ``timedout``.
+    (A named tuple: one is made for every retry.)"""
 
     seconds: float
     asked_by_server: bool
