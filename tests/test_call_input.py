@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -73,3 +75,12 @@ def test_public_names_are_exactly_the_curated_ones() -> None:
     public = {name for name in dir(sluicegate) if not name.startswith("_")}
     modules = {name for name in public if type(getattr(sluicegate, name)).__name__ == "module"}
     assert sorted(public - modules) == sorted(sluicegate.__all__)
+
+
+def test_the_core_imports_no_framework_driver_or_cli() -> None:
+    """`import sluicegate` loads no web framework, HTTP client, CLI or metrics library:
+    those are imported at the edges, when used."""
+    edges = ["aiohttp", "fastapi", "starlette", "uvicorn", "typer", "rich", "prometheus_client"]
+    code = f"import sys, sluicegate; print([m for m in {edges!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "[]" == done.stdout.strip()
