@@ -106,6 +106,24 @@ async def serve_system(clock: FakeClock) -> AsyncIterator[System]:
         await runner.cleanup()
 
 
+@asynccontextmanager
+async def serve_ok() -> AsyncIterator[str]:
+    """An external system on 127.0.0.1 that answers 200 to anything; yields its base URL."""
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 async def until(condition: Callable[[], bool], seconds: float = 5) -> None:
     """Wait for real I/O to make ``condition`` true (fails after ``seconds``)."""
     async with asyncio.timeout(seconds):

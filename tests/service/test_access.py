@@ -25,8 +25,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import uvicorn
-from aiohttp import web
 from tests.service.conftest import Running
+from tests.service.loopback import serve_ok
 
 from sluicegate.service.app import create_app
 from sluicegate.service.runtime import open_runtime
@@ -69,24 +69,6 @@ class Env:
         return answer
 
 
-@contextlib.asynccontextmanager
-async def loopback_system() -> AsyncIterator[str]:
-    """An external system on 127.0.0.1 that answers 200 to anything; yields its base URL."""
-
-    async def ok(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", ok)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     async with contextlib.AsyncExitStack() as stack:
@@ -108,7 +90,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
                 await asyncio.sleep(0.005)
         port = server.servers[0].sockets[0].getsockname()[1]
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        system = await stack.enter_async_context(loopback_system())
+        system = await stack.enter_async_context(serve_ok())
         running = Running(base=f"http://127.0.0.1:{port}", runtime=runtime, http=http,
                           _stop=stop)  # fmt: skip
         keys = {}

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from tests.service.conftest import Running, StartService
+from tests.service.loopback import serve_ok
 from tests.service.test_config_api import BASE, CAPPING, KINDS, THROTTLING, create
 
 CAP = "endpointConfigs"
@@ -22,18 +22,8 @@ THROTTLE = "throttlingConfigs"
 @pytest.fixture
 async def system() -> AsyncIterator[str]:
     """The base URL of an external system that answers 200 to any path."""
-
-    async def ok(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", ok)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serve_ok() as base:
+        yield base
 
 
 async def outcomes(running: Running, url: str, count: int) -> list[str]:
