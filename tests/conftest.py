@@ -10,12 +10,15 @@ import pytest
 
 from sluicegate.configs import ConfigKind
 from sluicegate.gate import Gate
+from sluicegate.settings import Settings
 from sluicegate.testing import FakeClock, MockTransport
 from sluicegate.transport import Request, Response
 
 ORG = "acme@AdobeOrg"
 SANDBOX = "prod"
 API = "https://api.example.org"
+#: The default guard band: a slot is held this long after its rule's period.
+GUARD_MS = Settings().send_guard_ms
 
 Handler = Callable[[Request], Response | Awaitable[Response]]
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
+from tests.loopback import free_port
 
 SLUICEGATE = [sys.executable, "-m", "sluicegate.cli"]
 
@@ -37,13 +37,6 @@ def test_keys_create_refuses_an_unknown_role(tmp_path: Path) -> None:
     assert 2 == done.returncode
     assert "INVALID_ROLE" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def start_serve(data_dir: Path, port: int) -> tuple[asyncio.subprocess.Process, list[str]]:

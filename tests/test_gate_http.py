@@ -7,12 +7,11 @@ traffic is real. Waits on ``until`` are for I/O to happen, never for time to pas
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
+from tests.loopback import System, serve_system, until
 
 from conftest import ORG, SANDBOX, deploy
 from sluicegate.configs import ConfigKind
@@ -22,56 +21,10 @@ from sluicegate.settings import Settings
 from sluicegate.testing import FakeClock
 
 
-@dataclass
-class System:
-    """A scriptable external system: each path answers from a list of scripted replies."""
-
-    base: str = ""
-    hits: dict[str, int] = field(default_factory=dict)
-    in_flight: int = 0
-    max_in_flight: int = 0
-    release: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(0))
-    disconnected: int = 0
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        hit = self.hits[name] = self.hits.get(name, 0) + 1
-        if name == "flaky" and hit <= 2:
-            return web.Response(status=500, text="boom")
-        if name == "reset" and request.transport is not None:
-            request.transport.close()
-            return web.Response(status=500)
-        if name == "missing":
-            return web.Response(status=404, text="no such thing")
-        if name == "later" and hit == 1:
-            return web.Response(status=503, headers={"Retry-After": request.query["after"]})
-        if name == "hold":
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            try:
-                await self.release.acquire()
-            except asyncio.CancelledError:
-                self.disconnected += 1
-                raise
-            finally:
-                self.in_flight -= 1
-        return web.json_response({"path": name}, headers={"X-Seen": str(hit)})
-
-
 @pytest.fixture
-async def system() -> AsyncIterator[System]:
-    state = System()
-    app = web.Application(handler_args={"handler_cancellation": True})
-    app.router.add_route("*", "/{name}", state.handle)
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield state
-    for _ in range(64):
-        state.release.release()
-    await runner.cleanup()
+async def system(clock: FakeClock) -> AsyncIterator[System]:
+    async with serve_system(clock) as served:
+        yield served
 
 
 @pytest.fixture
@@ -79,13 +32,6 @@ async def gate(clock: FakeClock) -> AsyncIterator[Gate]:
     settings = Settings(allow_loopback=True, retry_schedule=(0.0, 0.0, 0.0))
     async with Gate.open(None, settings=settings, clock=clock) as gate:
         yield gate
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait for real I/O to make ``condition`` true (fails after 5 s of no progress)."""
-    async with asyncio.timeout(5):
-        while not condition():  # noqa: ASYNC110 -- the conditions watch a server, not an event
-            await asyncio.sleep(0.001)
 
 
 def args(system: System, name: str, **extra: Any) -> dict[str, Any]:
@@ -188,7 +134,8 @@ async def test_connection_limit_bounds_attempts_in_flight(gate: Gate, system: Sy
 async def test_loopback_is_blocked_outside_development_mode(
     clock: FakeClock, system: System
 ) -> None:
-    """Without the development setting, a loopback system is refused before any attempt."""
+    """Without the development setting, a loopback system is refused before any attempt,
+    by its IP-literal URL or when its name resolves: no attempt is reported, no slot kept."""
     async with Gate.open(None, clock=clock) as strict:
         by_ip = await strict.call(**args(system, "ok"))
         port = system.base.rsplit(":", 1)[1]
@@ -197,5 +144,54 @@ async def test_loopback_is_blocked_outside_development_mode(
         by_name = await by_name_gate.call(**args(system, "ok") | {
             "url": f"http://localhost:{port}/ok"})  # fmt: skip
     assert (Outcome.BLOCKED, Outcome.BLOCKED) == (by_ip.outcome, by_name.outcome)
-    assert (0, 1) == (by_ip.attempts, by_name.attempts)
+    # Refused by its URL, or by the address it resolves to: either way nothing left.
+    assert (0, 0, 0) == (by_ip.attempts, by_name.attempts, by_name.slots)
     assert {} == system.hits
+
+
+async def test_each_redirect_hop_is_an_attempt_with_a_slot(gate: Gate, system: System) -> None:
+    """A 302 is followed by the engine: two requests, two attempts, two slots, no retry."""
+    result = await gate.call(**args(system, "hop"))
+    assert (Outcome.SUCCESS, 2, 0, 2) == (result.outcome, result.attempts, result.retries,
+                                          result.slots)  # fmt: skip
+    assert {"hop": 1, "ok": 1} == system.hits
+
+
+async def test_a_redirect_loop_ends_at_the_last_hop_and_is_not_retried(
+    gate: Gate, system: System
+) -> None:
+    """A redirect loop is followed 5 times, then the last 302 ends the call: 6 requests,
+    each an attempt, and no retry of a 3xx."""
+    result = await gate.call(**args(system, "loop"))
+    assert (Outcome.HTTP_ERROR, "http_302", 6, 0) == (
+        result.outcome, result.jo_status_code, result.attempts, result.retries,
+    )  # fmt: skip
+    assert {"loop": 6} == system.hits
+
+
+async def test_a_redirect_to_a_refused_url_ends_blocked(gate: Gate, system: System) -> None:
+    """A hop the egress policy refuses is not made: the call ends blocked after one request."""
+    result = await gate.call(**args(system, "away"))
+    assert (Outcome.BLOCKED, 1, 1) == (result.outcome, result.attempts, result.slots)
+
+
+async def test_a_redirect_hop_without_a_capping_slot_is_capped(gate: Gate, system: System) -> None:
+    """Under a cap of one request per second, the first request takes the slot and its
+    redirect hop finds none: the call is capped, the hop never sent."""
+    await deploy(gate, ConfigKind.CAPPING, {
+        "url": f"{system.base}/*", "methods": ["POST", "GET"],
+        "services": {"action": {"rating": {"maxCallsCount": 1, "periodInMs": 1000}}},
+    })  # fmt: skip
+    result = await gate.call(**args(system, "hop"))
+    assert (Outcome.CAPPED, 1, 1) == (result.outcome, result.attempts, result.slots)
+    assert {"hop": 1} == system.hits
+
+
+async def test_every_request_carries_the_call_id_as_idempotency_key(
+    gate: Gate, system: System
+) -> None:
+    """Each attempt of a call sends the same Idempotency-Key: the call's id."""
+    seen: list[str] = []
+    system.on_request = lambda request: seen.append(request.headers.get("Idempotency-Key", ""))
+    result = await gate.call(**args(system, "flaky"))
+    assert [result.call_id] * 3 == seen

@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from conftest import API, ORG, SANDBOX, capping, deploy, throttling
+from conftest import API, GUARD_MS, ORG, SANDBOX, capping, deploy, throttling
 from sluicegate.configs import ConfigKind
 from sluicegate.outcomes import ErrorKind, Outcome
 from sluicegate.testing import FakeClock, settle
@@ -172,7 +172,7 @@ async def test_throttling_serves_in_arrival_order(open_gate: Any, clock: FakeClo
     times = [t for t, _ in sent]
     assert max(sum(s <= t < s + 1 for t in times) for s in times) <= 200
     assert 0.0 == results[0].queued_ms
-    assert 3000.0 == results[-1].queued_ms
+    assert 3 * (1000 + GUARD_MS) == round(results[-1].queued_ms)  # three windows later
 
 
 async def test_budget_starts_after_the_queue(open_gate: Any, clock: FakeClock) -> None:
@@ -182,7 +182,7 @@ async def test_budget_starts_after_the_queue(open_gate: Any, clock: FakeClock) -
     handles = [await gate.submit(**call_args("j"), timeout_seconds=1) for _ in range(600)]
     await clock.run_until(handles[-1].result(), step=0.5, limit=10)
     last = await handles[-1].result()
-    assert (Outcome.SUCCESS, 2000.0) == (last.outcome, last.queued_ms)
+    assert (Outcome.SUCCESS, 2 * (1000 + GUARD_MS)) == (last.outcome, round(last.queued_ms))
 
 
 async def test_undeploy_drains_queued_calls_at_the_last_rate(
@@ -202,9 +202,9 @@ async def test_undeploy_drains_queued_calls_at_the_last_rate(
     await gate.rules.undeploy(ConfigKind.THROTTLING, org=ORG, sandbox=SANDBOX, uid=uid)
     fresh = await gate.call(**call_args("j", "/fresh"))
     assert (Outcome.SUCCESS, 0.0) == (fresh.outcome, fresh.queued_ms)
-    await clock.advance(1.0)
+    await clock.advance(1 + GUARD_MS / 1000)
     assert 401 == len(sent)
-    await clock.advance(1.0)
+    await clock.advance(1 + GUARD_MS / 1000)
     assert {Outcome.SUCCESS} == {(await h.result()).outcome for h in queued}
     assert 601 == len(sent)
 
@@ -215,7 +215,7 @@ async def test_throttling_then_capping_on_one_endpoint(open_gate: Any, clock: Fa
     await deploy(gate, ConfigKind.THROTTLING, throttling(f"{API}/*", 200))
     await deploy(gate, ConfigKind.CAPPING, capping(f"{API}/*", 250, 2000))
     handles = [await gate.submit(**call_args("j")) for _ in range(300)]
-    await clock.advance(1.0)
+    await clock.advance(1 + GUARD_MS / 1000)
     outcomes = Counter([(await h.result()).outcome for h in handles])
     assert {Outcome.SUCCESS: 250, Outcome.CAPPED: 50} == outcomes
     assert 250 == len(transport.requests)

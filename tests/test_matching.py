@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import GUARD_MS
 from sluicegate.call import Call
 from sluicegate.matching import DeployedRule, Resolution, Resolver, ThrottleTarget, UrlPattern
 from sluicegate.rules import parse_capping, parse_throttling
@@ -67,11 +68,15 @@ def resolve(
 
 
 def action_default(host: str = HOST, sandbox: str = SANDBOX) -> Limit:
-    return Limit(key=f"default:action:{ORG}:{sandbox}:{host}", count=300_000, period_ms=60_000)
+    return Limit(
+        key=f"default:action:{ORG}:{sandbox}:{host}", count=300_000, period_ms=60_000 + GUARD_MS
+    )
 
 
 def datasource_default(host: str = HOST) -> Limit:
-    return Limit(key=f"default:dataSource:{ORG}:{SANDBOX}:{host}", count=15, period_ms=1_000)
+    return Limit(
+        key=f"default:dataSource:{ORG}:{SANDBOX}:{host}", count=15, period_ms=1_000 + GUARD_MS
+    )
 
 
 @pytest.mark.parametrize(
@@ -133,7 +138,7 @@ def test_rule_replaces_the_action_default() -> None:
     key = f"cap:{ORG}:{SANDBOX}:r1:action"
     expected = Resolution(
         endpoint="r1",
-        capping=(Limit(key=key, count=50, period_ms=1000),),
+        capping=(Limit(key=key, count=50, period_ms=1000 + GUARD_MS),),
         max_connections=20,
         connection_key=key,
         throttle=None,
@@ -185,7 +190,7 @@ def test_datasource_rule_stacks_on_default_when_not_allowlisted() -> None:
     rule = capping(f"https://{HOST}/*", uid="r1", count=100, service="dataSource")
     resolution = resolve([rule], call(f"https://{HOST}/x", service="dataSource"))
     expected = (
-        Limit(key=f"cap:{ORG}:{SANDBOX}:r1:dataSource", count=100, period_ms=1000),
+        Limit(key=f"cap:{ORG}:{SANDBOX}:r1:dataSource", count=100, period_ms=1000 + GUARD_MS),
         datasource_default(),
     )
 
@@ -197,7 +202,9 @@ def test_datasource_rule_replaces_default_when_allowlisted() -> None:
     rule = capping(f"https://{HOST}/*", uid="r1", count=100, service="dataSource")
     settings = Settings(datasource_allowlist=frozenset({HOST.upper()}))
     resolution = resolve([rule], call(f"https://{HOST}/x", service="dataSource"), settings)
-    expected = (Limit(key=f"cap:{ORG}:{SANDBOX}:r1:dataSource", count=100, period_ms=1000),)
+    expected = (
+        Limit(key=f"cap:{ORG}:{SANDBOX}:r1:dataSource", count=100, period_ms=1000 + GUARD_MS),
+    )
 
     assert expected == resolution.capping
 
@@ -227,7 +234,7 @@ def test_capping_rules_stay_in_their_org_and_sandbox() -> None:
 def test_throttling_applies_to_actions_only() -> None:
     """A throttling rule queues custom actions; data sources are never throttled."""
     rule = throttling(f"https://{HOST}/*", uid="t1", rate=300)
-    expected = ThrottleTarget(key=f"thr:{ORG}:t1", uid="t1", rate=300, period_ms=1000)
+    expected = ThrottleTarget(key=f"thr:{ORG}:t1", uid="t1", rate=300)
     url = f"https://{HOST}/x"
 
     assert expected == resolve([rule], call(url, method="POST")).throttle

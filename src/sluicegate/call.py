@@ -12,6 +12,8 @@ from urllib.parse import SplitResult, urlsplit
 
 from sluicegate.errors import InvalidCall
 
+#: The schemes a call may use, and the port each implies when the URL names none.
+DEFAULT_PORTS = {"http": 80, "https": 443}
 MIN_TIMEOUT_SECONDS = 1
 MAX_TIMEOUT_SECONDS = 30
 DEFAULT_TIMEOUT_SECONDS = 30

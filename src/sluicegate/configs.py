@@ -23,15 +23,15 @@ from typing import Any
 
 from sluicegate.call import Call
 from sluicegate.clock import Clock
-from sluicegate.errors import ConfigError, ConfigNotFound, InvalidConfig, StorageError
+from sluicegate.errors import AdobeCode, ConfigError, ConfigNotFound, InvalidConfig, StorageError
 from sluicegate.matching import DeployedRule, Resolution, Resolver
-from sluicegate.records import ConfigKind, ConfigRecord, State, iso_time, parse
+from sluicegate.records import ConfigKind, ConfigRecord, ConfigState, Rule, iso_time, parse
 from sluicegate.rules import validate_capping, validate_throttling
 from sluicegate.settings import Settings
 from sluicegate.storage import ConfigStore
 from sluicegate.validation import Validation
 
-__all__ = ["PRODUCTION", "ConfigKind", "ConfigRecord", "RuleBook", "State"]
+__all__ = ["PRODUCTION", "ConfigKind", "ConfigRecord", "ConfigState", "RuleBook"]
 
 PRODUCTION = "production"
 
@@ -87,13 +87,13 @@ class RuleBook:
         """Store a new config in state ``created``; :class:`InvalidConfig` if invalid."""
         if kind is ConfigKind.THROTTLING and sandbox_type != PRODUCTION:
             message = "throttling configs can only be created in a production sandbox"
-            raise ConfigError(1463, message)
+            raise ConfigError(AdobeCode.NON_PROD_SANDBOX, message)
         rule = parse(kind, payload)
         async with self._lock:
             if kind is ConfigKind.THROTTLING and any(
                 record.kind is kind and record.org == org for record in self._records.values()
             ):
-                raise ConfigError(1465, "only one config allowed per org")
+                raise ConfigError(AdobeCode.CREATE_LIMIT, "only one config allowed per org")
             now = self._clock.now()
             stamp = iso_time(now)
             record = ConfigRecord(
@@ -102,7 +102,7 @@ class RuleBook:
                 org=org,
                 sandbox=sandbox,
                 rule=rule,
-                state=State.CREATED,
+                state=ConfigState.CREATED,
                 edited=False,
                 deployed_rule=None,
                 metadata={
@@ -130,7 +130,7 @@ class RuleBook:
             if kind is ConfigKind.THROTTLING and record.has_been_deployed:
                 updated = replace(updated, deployed_rule=rule)
             else:
-                updated = replace(updated, state=State.UPDATED)
+                updated = replace(updated, state=ConfigState.UPDATED)
             await self._commit(updated)
         return updated
 
@@ -150,6 +150,11 @@ class RuleBook:
         ]
         return sorted(found, key=lambda record: (record.created_at, record.uid))
 
+    def enforced(self, uid: str) -> Rule | None:
+        """The deployed rule of the config ``uid``, whatever its org; ``None`` if none."""
+        record = self._records.get(uid)
+        return None if record is None else record.deployed_rule
+
     def can_deploy(self, kind: ConfigKind, *, org: str, sandbox: str, uid: str) -> Validation:
         """The errors and warnings of the config's current payload (Adobe's canDeploy)."""
         payload = self.get(kind, org=org, sandbox=sandbox, uid=uid).payload
@@ -168,7 +173,7 @@ class RuleBook:
             stamp = iso_time(self._clock.now())
             metadata = {**record.metadata, "lastDeployedBy": by, "lastDeployedAt": stamp}
             await self._commit(
-                replace(record, state=State.DEPLOYED, deployed_rule=rule, metadata=metadata)
+                replace(record, state=ConfigState.DEPLOYED, deployed_rule=rule, metadata=metadata)
             )
 
     async def undeploy(self, kind: ConfigKind, *, org: str, sandbox: str, uid: str) -> None:
@@ -181,13 +186,17 @@ class RuleBook:
     async def delete(
         self, kind: ConfigKind, *, org: str, sandbox: str, uid: str, force: bool = False
     ) -> None:
-        """Forget a config. A deployed one is refused (1451 capping, 1456 throttling)
-        unless ``force``, which undeploys it first."""
+        """Forget a config. A deployed one is refused (:class:`AdobeCode`
+        ``DELETE_DEPLOYED_*``) unless ``force``, which undeploys it first."""
         async with self._lock:
             record = self.get(kind, org=org, sandbox=sandbox, uid=uid)
             if record.has_been_deployed:
                 if not force:
-                    code = 1451 if kind is ConfigKind.CAPPING else 1456
+                    code = (
+                        AdobeCode.DELETE_DEPLOYED_CAPPING
+                        if kind is ConfigKind.CAPPING
+                        else AdobeCode.DELETE_DEPLOYED_THROTTLING
+                    )
                     name = "endpoint" if kind is ConfigKind.CAPPING else "throttling"
                     message = (
                         f"Can't delete a deployed {name} config. Undeploy it before deleting it"
@@ -219,7 +228,7 @@ class RuleBook:
 
     @staticmethod
     def _undeployed(record: ConfigRecord) -> ConfigRecord:
-        state = State.UPDATED if record.edited else State.CREATED
+        state = ConfigState.UPDATED if record.edited else ConfigState.CREATED
         return replace(record, state=state, deployed_rule=None)
 
     async def _commit(self, record: ConfigRecord) -> None:

@@ -26,11 +26,11 @@ import ipaddress
 import socket
 from urllib.parse import SplitResult, urlsplit
 
+from sluicegate.call import DEFAULT_PORTS
 from sluicegate.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-DEFAULT_PORTS = {"http": 80, "https": 443}
 ORIGIN_CACHE_SIZE = 4096
 # A host made only of these characters may be a numeric IPv4 form that inet_aton accepts.
 _NUMERIC_CHARS = frozenset("0123456789abcdefx.")

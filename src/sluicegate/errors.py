@@ -10,15 +10,28 @@ failures of the machinery itself::
     │   └── InvalidConfig     a rule payload that does not validate
     ├── ConfigError           a lifecycle rule refused (delete while deployed, ...)
     │   └── ConfigNotFound    no config with that uid in this org and sandbox
-    ├── TransportError        an attempt failed without an HTTP status (connect, reset, TLS, DNS)
+    ├── TransportError        a request failed without an HTTP status (connect, reset, TLS, DNS)
     │   └── EgressBlocked     the egress policy refused the URL or the address it resolves to
     └── StorageError          a backend failed
+
+Which HTTP status each becomes is the service's business (``service/problems.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import IntEnum
 from typing import Any
+
+
+class AdobeCode(IntEnum):
+    """Adobe's numeric error codes of the configuration API that sluicegate uses."""
+
+    DELETE_DEPLOYED_CAPPING = 1451
+    DELETE_DEPLOYED_THROTTLING = 1456
+    NON_PROD_SANDBOX = 1463
+    CREATE_LIMIT = 1465
+    NOT_FOUND = 14467
 
 
 class SluicegateError(Exception):
@@ -28,14 +41,11 @@ class SluicegateError(Exception):
 class InvalidInput(SluicegateError):
     """Input that cannot be accepted. ``code`` is stable and machine-readable."""
 
-    def __init__(
-        self, code: str, message: str, *, details: Sequence[Any] = (), status: int = 400
-    ) -> None:
+    def __init__(self, code: str, message: str, *, details: Sequence[Any] = ()) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.details = tuple(details)
-        self.status = status
 
 
 class InvalidCall(InvalidInput):
@@ -47,26 +57,25 @@ class InvalidConfig(InvalidInput):
 
 
 class ConfigError(SluicegateError):
-    """A lifecycle operation refused. ``code`` is Adobe's numeric code (1451, 1456, 1463...)."""
+    """A lifecycle operation refused, with Adobe's code for it."""
 
-    def __init__(self, code: int, message: str, *, status: int = 400) -> None:
-        super().__init__(f"{code}: {message}")
+    def __init__(self, code: AdobeCode, message: str) -> None:
+        super().__init__(f"{code.value}: {message}")
         self.code = code
         self.message = message
-        self.status = status
 
 
 class ConfigNotFound(ConfigError):
     """No config with that uid is visible to this org and sandbox."""
 
     def __init__(self, kind: str, uid: str) -> None:
-        super().__init__(14467, f"{kind} config {uid!r} not found", status=404)
+        super().__init__(AdobeCode.NOT_FOUND, f"{kind} config {uid!r} not found")
         self.kind = kind
         self.uid = uid
 
 
 class TransportError(SluicegateError):
-    """An attempt failed without an HTTP status: connect, reset, TLS or DNS failure."""
+    """A request failed without an HTTP status: connect, reset, TLS or DNS failure."""
 
 
 class EgressBlocked(TransportError):

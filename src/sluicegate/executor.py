@@ -1,36 +1,51 @@
-"""Runs a call that has its slots: attempts inside one budget, retries, one outcome.
+"""Runs a call: every request it sends holds its slots, inside one budget, to one outcome.
 
-The order of a retry is: wait (schedule or ``Retry-After``), then a slot from every rule
-that applies (throttling first, ahead of queued first attempts; then capping, which
-ends the call ``capped`` when it has none), then a connection, then the attempt. One
-deadline, the budget's, covers all of it: whatever is running when it passes (an
-attempt, a wait) is cancelled and the call ends ``timedout``.
+A call sends a first attempt, at most three retries, and the redirect hops any of them
+leads to. Every one of those requests goes through the same slot step
+(:meth:`Executor._request`): a slot of each rule that applies to its own URL, throttling
+first (the first attempt's comes from the queue or the admission that let the call in;
+any other waits ahead of the queue's first attempts), then capping, where no slot ends the
+call ``capped``; then a connection, then the send. The slots count from the moment the
+request left (:class:`_Watch`); a request that never left gives them back, and is no
+attempt when the egress policy refused it before it could leave.
+
+The order of a retry is: wait (schedule or ``Retry-After``), then the slot step. One
+deadline, the budget's, covers all of it: whatever is running when it passes (a request,
+a wait) is cancelled and the call ends ``timedout``. Every request carries an
+``Idempotency-Key`` header, the call's id, the same on every attempt and after a restart,
+so the external system can drop the duplicates at-least-once delivery allows.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from sluicegate.budget import Budget
 from sluicegate.call import Call
 from sluicegate.clock import Clock
 from sluicegate.connections import ConnectionLimits
+from sluicegate.egress import EgressPolicy
 from sluicegate.errors import EgressBlocked, TransportError
 from sluicegate.matching import Resolution
 from sluicegate.outcomes import INTERRUPTED, AttemptError, CallResult, ErrorKind, Outcome
+from sluicegate.redirects import next_hop
 from sluicegate.retry import RetryPolicy, is_retryable_status
-from sluicegate.storage import SlotStore
-from sluicegate.throttle import ThrottleQueue
+from sluicegate.storage import Grant, SlotStore, Wait
+from sluicegate.throttle import Throttling
 from sluicegate.transport import Request, Response, Transport
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 @dataclass(slots=True)
 class _Progress:
     """What one call has done so far; turned into the frozen result at the end."""
 
+    held: Grant | None  # the first attempt's throttling slot, until a request takes it
     attempts: int = 0
+    retries: int = 0
     slots: int = 0
     waiting: bool = False
     error: AttemptError | None = None
@@ -41,8 +56,44 @@ class _Progress:
         self.origin, self.error = self.error, error
 
 
+@dataclass(slots=True)
+class _Watch:
+    """The :class:`~sluicegate.transport.Sending` of one request: the slots it holds
+    count from the moment it left."""
+
+    store: SlotStore
+    clock: Clock
+    grants: list[Grant] = field(default_factory=list)
+    started: bool = False
+    sent: bool = False
+
+    async def start(self) -> None:
+        if self.started:  # a transport must never send a request twice on one slot
+            raise TransportError("the transport tried to send the request a second time")
+        self.started = True
+        for grant in self.grants:
+            await self.store.recorded(grant)
+
+    def done(self) -> None:
+        if self.started and not self.sent:
+            self.sent = True
+            sent_ms = int(self.clock.now() * 1000)
+            for grant in self.grants:
+                self.store.sent(grant, sent_ms)
+
+    def settle(self) -> int:
+        """Stamp the slots of a request that started leaving (late is safe: the slot is
+        held longer), give back those of one that never did; the number kept."""
+        self.done()
+        if not self.started:
+            for grant in self.grants:
+                self.store.release(grant)
+            return 0
+        return len(self.grants)
+
+
 class Executor:
-    """Makes the attempts of calls through one transport."""
+    """Makes the requests of calls through one transport."""
 
     def __init__(
         self,
@@ -50,14 +101,22 @@ class Executor:
         clock: Clock,
         transport: Transport,
         slots: SlotStore,
+        throttling: Throttling,
         connections: ConnectionLimits,
+        policy: EgressPolicy,
         retry: RetryPolicy,
+        resolve: Callable[[Call], Resolution],
+        max_redirects: int,
     ) -> None:
         self._clock = clock
         self._transport = transport
         self._slots = slots
+        self._throttling = throttling
         self._connections = connections
+        self._policy = policy
         self._retry = retry
+        self._resolve = resolve
+        self._max_redirects = max_redirects
 
     async def run(
         self,
@@ -65,23 +124,25 @@ class Executor:
         resolution: Resolution,
         *,
         call_id: str,
-        queue: ThrottleQueue | None,
+        grant: Grant | None,
         queued_ms: float,
-        slots: int,
         interrupted: Callable[[CallResult], object] | None = None,
     ) -> CallResult:
-        """Run ``call``, whose first attempt already holds ``slots`` grants.
+        """Run ``call``; ``grant`` is its first attempt's throttling slot, if it needs one.
 
         A call cancelled while running (its caller gave up, or the engine is stopping) is
         handed to ``interrupted`` as a ``network_error``, since nobody can tell whether the
         external system received it; the cancellation then goes on.
         """
         budget = Budget.start(self._clock, call.timeout_seconds)
-        progress = _Progress(slots=slots)
-        request = Request(method=call.method, url=call.url, headers=call.headers, body=call.body)
+        progress = _Progress(held=grant)
+        headers = call.headers
+        if not any(name.lower() == "idempotency-key" for name in headers):
+            headers = {**headers, IDEMPOTENCY_HEADER: call_id}
+        request = Request(method=call.method, url=call.url, headers=headers, body=call.body)
         try:
             async with self._clock.deadline(budget.deadline):
-                outcome = await self._attempts(request, resolution, queue, budget, progress)
+                outcome = await self._attempts(call, request, resolution, budget, progress)
         except TimeoutError:
             if progress.waiting:
                 progress.failed(_timeout("the budget ended while waiting to retry"))
@@ -94,96 +155,125 @@ class Executor:
                 interrupted(_result(call_id, Outcome.NETWORK_ERROR, progress, budget,
                                     resolution, queued_ms))  # fmt: skip
             raise
+        finally:
+            if progress.held is not None:  # never reached a request
+                self._slots.release(progress.held)
         return _result(call_id, outcome, progress, budget, resolution, queued_ms)
 
     async def _attempts(
         self,
+        call: Call,
         request: Request,
         resolution: Resolution,
-        queue: ThrottleQueue | None,
         budget: Budget,
         progress: _Progress,
     ) -> Outcome:
         """Attempts and retries until an outcome (the caller enforces the deadline)."""
         while True:
-            progress.attempts += 1
-            failure = await self._attempt(request, resolution, progress)
+            failure = await self._exchange(call, request, resolution, progress)
             if isinstance(failure, Outcome):
                 return failure
             last = Outcome.NETWORK_ERROR if failure.status is None else Outcome.HTTP_ERROR
-            if progress.attempts > self._retry.max_retries:
+            if progress.retries >= self._retry.max_retries:
                 return last
             headers = None
             if failure.status is not None and progress.response is not None:
                 headers = progress.response.headers
-            wait = self._retry.wait(progress.attempts - 1, headers, self._clock.now())
+            wait = self._retry.wait(progress.retries, headers, self._clock.now())
             if not budget.fits(wait.seconds):
                 if wait.asked_by_server:
                     return last
                 progress.failed(_timeout("the budget ends before the next retry"))
                 return Outcome.TIMEDOUT
-            progress.waiting = True
-            outcome = await self._retry_slots(resolution, queue, wait.seconds, progress)
-            progress.waiting = False
-            if outcome is not None:
-                return outcome
+            if wait.seconds > 0:
+                progress.waiting = True
+                await self._clock.sleep(wait.seconds)
+                progress.waiting = False
+            progress.retries += 1
 
-    async def _attempt(
-        self, request: Request, resolution: Resolution, progress: _Progress
+    async def _exchange(
+        self, call: Call, request: Request, resolution: Resolution, progress: _Progress
     ) -> Outcome | AttemptError:
-        """One attempt: the final outcome, or the error of a failure a retry may fix."""
-        progress.response = None  # the result carries the last attempt's response, if any
-        try:
-            if resolution.max_connections is None:
-                response = await self._transport.send(request)
-            else:
-                async with self._connections.hold(
-                    resolution.connection_key, resolution.max_connections
-                ):
-                    response = await self._transport.send(request)
-        except EgressBlocked as exc:
-            progress.failed(AttemptError(kind=ErrorKind.BLOCKED, message=str(exc)))
-            return Outcome.BLOCKED
-        except TransportError as exc:
-            error = AttemptError(kind=ErrorKind.NETWORK, message=str(exc))
-        except Exception as exc:  # a transport bug must still end as an outcome, not a crash
-            message = f"unexpected {type(exc).__name__}: {exc}"
-            error = AttemptError(kind=ErrorKind.NETWORK, message=message)
-        else:
-            progress.response = response
-            if response.ok:
-                progress.origin, progress.error = progress.error, None
-                return Outcome.SUCCESS
-            status = response.status
-            error = AttemptError(kind=ErrorKind.HTTP, message=f"HTTP {status}", status=status)
-            if not is_retryable_status(status):
-                progress.failed(error)
-                return Outcome.HTTP_ERROR
-        progress.failed(error)
-        return error
+        """One attempt: a request and the redirects it leads to, each hop a request with
+        its own slots. The outcome, or the error of a failure a retry may fix."""
+        for hop in range(self._max_redirects + 1):
+            if hop:
+                reason = self._policy.check_url(request.url)
+                if reason is not None:
+                    progress.failed(AttemptError(kind=ErrorKind.BLOCKED, message=reason))
+                    return Outcome.BLOCKED
+                resolution = self._resolve(replace(call, method=request.method, url=request.url))
+            answer = await self._request(request, resolution, progress)
+            if not isinstance(answer, Response):
+                return answer
+            following = next_hop(request, answer) if hop < self._max_redirects else None
+            if following is None:
+                return _judge(answer, progress)
+            request = following
+        raise AssertionError("unreachable: the last hop is never followed")
 
-    async def _retry_slots(
-        self,
-        resolution: Resolution,
-        queue: ThrottleQueue | None,
-        wait: float,
-        progress: _Progress,
-    ) -> Outcome | None:
-        """Wait, then take the retry's slots; an outcome when the call must end instead."""
-        if wait > 0:
-            await self._clock.sleep(wait)
-        if queue is not None:
-            await queue.wait_retry()
-            progress.slots += 1
-        if resolution.capping:
-            now_ms = int(self._clock.now() * 1000)
-            if await self._slots.acquire(resolution.capping, now_ms):
-                progress.failed(
-                    AttemptError(kind=ErrorKind.CAPPED, message="no capping slot for the retry")
-                )
-                return Outcome.CAPPED
-            progress.slots += 1
-        return None
+    async def _request(
+        self, request: Request, resolution: Resolution, progress: _Progress
+    ) -> Response | Outcome | AttemptError:
+        """The slot step and one request: its response, or how it failed."""
+        watch = _Watch(self._slots, self._clock)
+        progress.response = None  # the result carries the last request's response, if any
+        try:
+            if progress.held is not None:
+                watch.grants.append(progress.held)
+                progress.held = None
+            elif resolution.throttle is not None:
+                progress.waiting = True
+                watch.grants.append(await self._throttling.wait_retry(resolution.throttle))
+                progress.waiting = False
+            if resolution.capping:
+                found = await self._slots.acquire(resolution.capping, self._now_ms())
+                if isinstance(found, Wait):
+                    later = " for the retry" if progress.attempts else ""
+                    message = f"no capping slot{later}"
+                    progress.failed(AttemptError(kind=ErrorKind.CAPPED, message=message))
+                    return Outcome.CAPPED
+                watch.grants.append(found)
+            progress.attempts += 1
+            try:
+                if resolution.max_connections is None:
+                    response = await self._transport.send(request, watch)
+                else:
+                    async with self._connections.hold(
+                        resolution.connection_key, resolution.max_connections
+                    ):
+                        response = await self._transport.send(request, watch)
+            except EgressBlocked as exc:
+                if not watch.started:  # refused before anything left: no attempt
+                    progress.attempts -= 1
+                progress.failed(AttemptError(kind=ErrorKind.BLOCKED, message=str(exc)))
+                return Outcome.BLOCKED
+            except TransportError as exc:
+                error = AttemptError(kind=ErrorKind.NETWORK, message=str(exc))
+            except Exception as exc:  # a transport bug must still end as an outcome, not a crash
+                message = f"unexpected {type(exc).__name__}: {exc}"
+                error = AttemptError(kind=ErrorKind.NETWORK, message=message)
+            else:
+                progress.response = response
+                return response
+            progress.failed(error)
+            return error
+        finally:
+            progress.slots += watch.settle()
+
+    def _now_ms(self) -> int:
+        return int(self._clock.now() * 1000)
+
+
+def _judge(response: Response, progress: _Progress) -> Outcome | AttemptError:
+    """The outcome of a final response, or its error when a retry may fix it."""
+    if response.ok:
+        progress.origin, progress.error = progress.error, None
+        return Outcome.SUCCESS
+    status = response.status
+    error = AttemptError(kind=ErrorKind.HTTP, message=f"HTTP {status}", status=status)
+    progress.failed(error)
+    return error if is_retryable_status(status) else Outcome.HTTP_ERROR
 
 
 def _timeout(message: str) -> AttemptError:
@@ -202,6 +292,7 @@ def _result(
         call_id=call_id,
         outcome=outcome,
         attempts=progress.attempts,
+        retries=progress.retries,
         slots=progress.slots,
         queued_ms=queued_ms,
         execution_ms=budget.elapsed_ms(),

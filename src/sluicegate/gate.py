@@ -1,21 +1,23 @@
 """The Gate: the one entry point. It orders the guardrails of every call.
 
 1. the egress policy (a refused URL ends ``blocked`` before anything else);
-2. throttling: a call over the rate is journaled durably, then waits in FIFO order;
-3. capping: no slot ends the call ``capped`` at once;
-4. the executor: attempts and retries inside the journey's budget;
-5. reporting: every call is counted exactly once, whatever its outcome.
+2. throttling: a call over the rate is stored durably in its queue, and a dispatcher
+   starts it when a slot frees, in FIFO order;
+3. the executor: capping, connections, attempts, retries and redirect hops inside the
+   journey's budget, every request with its own slots;
+4. reporting: every call is counted exactly once, whatever its outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Any, NamedTuple, Unpack, overload
 
 from sluicegate.call import Call, CallArgs
 from sluicegate.clock import Clock, SystemClock
@@ -23,24 +25,33 @@ from sluicegate.configs import RuleBook
 from sluicegate.connections import ConnectionLimits
 from sluicegate.egress import EgressPolicy
 from sluicegate.executor import Executor
-from sluicegate.handle import CallHandle
-from sluicegate.matching import Resolution
+from sluicegate.handle import CallHandle, CallState
+from sluicegate.matching import Resolution, throttle_key, throttle_owner
 from sluicegate.outcomes import AttemptError, CallResult, ErrorKind, Outcome
+from sluicegate.records import ConfigKind, ConfigRecord
 from sluicegate.reporting import Counters, Reporter
 from sluicegate.retry import RetryPolicy
+from sluicegate.rules import ThrottlingRule
 from sluicegate.settings import Settings
-from sluicegate.storage import Backend
-from sluicegate.throttle import Admission, QueueState, ThrottleQueue, Throttling
+from sluicegate.storage import Backend, Grant, QueuedCall
+from sluicegate.throttle import QueueState, Throttling
 from sluicegate.transport import Transport
 from sluicegate.wiring import default_transport, open_backend
+
+
+class _Ready(NamedTuple):
+    """A call let in: what applies to it, and its throttling slot if it needs one."""
+
+    resolution: Resolution
+    grant: Grant | None
 
 
 class Gate:
     """Runs journeys' calls to external systems through the guardrails.
 
     Open one with :meth:`open`; it owns its storage, transport and background tasks and
-    closes them on exit. Calls queued by throttling are journaled in ``data_dir`` and
-    are delivered after a restart (at least once).
+    closes them on exit. Calls queued by throttling are stored in ``data_dir`` and are
+    delivered after a restart (at least once).
     """
 
     def __init__(
@@ -63,20 +74,22 @@ class Gate:
         self._policy = EgressPolicy(settings)
         self._connections = ConnectionLimits()
         self._throttling = Throttling(
-            clock=clock, slots=backend.slots, journal=backend.queue,
-            max_age=settings.queue_max_age,
+            clock=clock, slots=backend.slots, store=backend.queue,
+            max_age=settings.queue_max_age, guard_ms=settings.send_guard_ms,
+            dispatched=self._dispatched, expired=self._expired,
         )  # fmt: skip
-        self._handles: dict[str, CallHandle] = {}
-        self._tasks: set[asyncio.Task[CallResult]] = set()
-        self._closing = False
         self._executor = Executor(
-            clock=clock,
-            transport=transport,
-            slots=backend.slots,
-            connections=self._connections,
-            retry=RetryPolicy(schedule=settings.retry_schedule),
+            clock=clock, transport=transport, slots=backend.slots,
+            throttling=self._throttling, connections=self._connections, policy=self._policy,
+            retry=RetryPolicy(schedule=settings.retry_schedule), resolve=rules.resolve,
+            max_redirects=settings.max_redirects,
+        )  # fmt: skip
+        self._running: dict[str, asyncio.Task[CallResult]] = {}
+        self._waiters: weakref.WeakValueDictionary[str, asyncio.Future[CallResult]] = (
+            weakref.WeakValueDictionary()
         )
-        rules.on_change(self._throttling.rule_changed)
+        self._closing = False
+        rules.on_change(self._rule_changed)
 
     @classmethod
     @asynccontextmanager
@@ -106,168 +119,201 @@ class Gate:
                 reporter=reporter,
             )
             try:
-                await gate._recover()
+                await backend.recover(int(clock.now() * 1000))
+                await gate._throttling.resume(gate._deployed_rate)
                 yield gate
             finally:
                 await gate.aclose()
         finally:
             await backend.aclose()
 
-    async def call(self, **args: Unpack[CallArgs]) -> CallResult:
+    @overload
+    async def call(self, call: Call, /) -> CallResult: ...
+    @overload
+    async def call(self, **args: Unpack[CallArgs]) -> CallResult: ...
+    # mypy cannot match ``**args: Any`` to an overload that unpacks a TypedDict (a false
+    # positive of its overload check): the overloads above are what callers see.
+    async def call(self, call: Call | None = None, /, **args: Any) -> CallResult:  # type: ignore[misc]
         """Make a call through the guardrails and return how it ended.
 
-        Takes the parts of :class:`~sluicegate.call.CallArgs` as keywords. Raises
+        Takes a :class:`~sluicegate.call.Call` built with ``Call.build(...)``, or its parts
+        (:class:`~sluicegate.call.CallArgs`) as keywords. Raises
         :class:`~sluicegate.errors.InvalidCall` for input that cannot be a call; every other
         ending, including capping and timeouts, is a returned outcome.
         """
-        return await self._execute(Call.build(**args), _new_id(), None)
+        call = call if call is not None else Call.build(**args)
+        call_id = _new_id()
+        ready = await self._admit(call, call_id)
+        if isinstance(ready, _Ready):
+            return await self._run(call, call_id, ready.resolution, ready.grant)
+        if ready is not None:
+            return ready
+        future = self._future(call_id)  # queued: the dispatcher will run it
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if not self._closing:  # the caller gave up: the call leaves its queue
+                await self._backend.queue.remove(call_id)
+            raise
 
-    async def submit(self, *, call_id: str | None = None, **args: Unpack[CallArgs]) -> CallHandle:
-        """Start a call and return once it is durably queued, running or already ended."""
-        call = Call.build(**args)
-        handle = CallHandle(call_id or _new_id())
-        self._spawn(handle, self._execute(call, handle.call_id, handle))
-        await handle.accepted()
-        return handle
+    @overload
+    async def submit(self, call: Call, /, *, call_id: str | None = None) -> CallHandle: ...
+    @overload
+    async def submit(
+        self, *, call_id: str | None = None, **args: Unpack[CallArgs]
+    ) -> CallHandle: ...
+    async def submit(  # type: ignore[misc]  # as for call()
+        self, call: Call | None = None, /, *, call_id: str | None = None, **args: Any
+    ) -> CallHandle:
+        """Start a call and return once it is durably queued, running or already ended.
 
-    def handle(self, call_id: str) -> CallHandle | None:
-        """The handle of a submitted or recovered call that has not ended yet."""
-        return self._handles.get(call_id)
+        ``call_id`` names the call (it must be unique); by default a random one. The handle
+        tells where the call stands and waits for its result.
+        """
+        call = call if call is not None else Call.build(**args)
+        call_id = call_id or _new_id()
+        future = self._future(call_id)
+        ready = await self._admit(call, call_id)
+        if isinstance(ready, _Ready):
+            self._spawn(call_id, self._run(call, call_id, ready.resolution, ready.grant))
+        return CallHandle(call_id, future, queued=ready is None, running=self.running)
 
-    def queues(self) -> list[QueueState]:
-        """Depth, rate and oldest age of every throttling queue this gate has seen."""
-        return self._throttling.states()
+    def watch(self, call_id: str) -> CallHandle:
+        """A handle on a call submitted earlier (here, or before a restart) that may still
+        be queued or running: its result arrives if the call ends while it is held."""
+        return CallHandle(call_id, self._future(call_id), queued=True, running=self.running)
 
-    def slots_in_use(self, key: str) -> int | None:
-        """Grants inside the current window of the rate rule ``key`` (a slot key of
-        :mod:`sluicegate.matching`), or ``None`` when the slot store cannot count them."""
-        # Counting is not part of the SlotStore protocol; the memory store offers it.
-        count = getattr(self._backend.slots, "in_use", None)
-        if count is None:
-            return None
-        return int(count(key, int(self._clock.now() * 1000)))
+    def running(self, call_id: str) -> bool:
+        """Whether the call ``call_id`` runs in the background of this gate right now."""
+        return call_id in self._running
+
+    async def find(self, call_id: str) -> CallState | None:
+        """Where a submitted call stands, ``None`` once it ended (or was never seen)."""
+        if call_id in self._running:
+            return "running"
+        stored = await self._backend.queue.find(call_id)
+        return None if stored is None else "queued" if stored == "queued" else "running"
+
+    async def queues(self) -> list[QueueState]:
+        """Depth, rate and oldest age of every throttling queue with calls waiting."""
+        return await self._throttling.states()
+
+    async def slots_in_use(self, key: str) -> int:
+        """Slots held right now of the rate rule ``key`` (see :mod:`sluicegate.matching`)."""
+        return await self._backend.slots.in_use(key, int(self._clock.now() * 1000))
 
     def connections_in_use(self, key: str) -> int:
-        """Attempts holding one of the connections of ``key`` right now."""
+        """Requests holding one of the connections of ``key`` right now."""
         return self._connections.in_use(key)
 
-    def _spawn(self, handle: CallHandle, work: Coroutine[Any, Any, CallResult]) -> None:
-        """Run a call in the background, reachable by its id until it ends."""
-        self._handles[handle.call_id] = handle
-        task = handle.run(work)
-        self._tasks.add(task)
-        task.add_done_callback(lambda task: self._ended(task, handle.call_id))
-
-    def _ended(self, task: asyncio.Task[CallResult], call_id: str) -> None:
-        self._tasks.discard(task)
-        self._handles.pop(call_id, None)
-
-    async def _execute(self, call: Call, call_id: str, handle: CallHandle | None) -> CallResult:
+    async def _admit(self, call: Call, call_id: str) -> _Ready | CallResult | None:
+        """Let ``call`` in, end it at the door (``blocked``), or queue it (``None``)."""
         reason = self._policy.check_url(call.url)
         if reason is not None:
             error = AttemptError(kind=ErrorKind.BLOCKED, message=reason)
-            endpoint = call.parts.hostname or ""
-            return self._report(call, _ended(call_id, Outcome.BLOCKED, endpoint, error))
+            return self._report(call, _ended(call_id, Outcome.BLOCKED, call.parts.hostname or "",
+                                             error))  # fmt: skip
         resolution = self.rules.resolve(call)
         if resolution.throttle is None:
-            return await self._run(call, call_id, resolution, None, handle)
-        queue, admission = await self._throttling.admit(call_id, call, resolution.throttle)
-        if admission is None:
-            return await self._run(call, call_id, resolution, queue, handle)
-        if handle is not None:
-            handle.accept("queued")
-        return await self._queued(call, call_id, resolution, queue, admission, handle)
-
-    async def _queued(
-        self,
-        call: Call,
-        call_id: str,
-        resolution: Resolution,
-        queue: ThrottleQueue,
-        admission: Admission,
-        handle: CallHandle | None,
-    ) -> CallResult:
-        """A journaled call: wait for its turn, run it, then drop it from the journal. One
-        cut short by a shutdown stays journaled, runs again after restart, is reported then."""
-        finished = False
-        try:
-            granted = await admission.granted
-            queued_ms = max(0.0, (self._clock.now() - admission.enqueued_at) * 1000)
-            if granted:
-                result = await self._run(call, call_id, resolution, queue, handle,
-                                         queued_ms=queued_ms, journaled=True)  # fmt: skip
-            else:
-                result = self._report(call, _ended(call_id, Outcome.EXPIRED, resolution.endpoint,
-                                                   _expired(), queued_ms=queued_ms))  # fmt: skip
-            finished = True
-            return result
-        finally:
-            if finished or not self._closing:
-                await self._throttling.forget(call_id)
+            return _Ready(resolution, None)
+        grant = await self._throttling.admit(call_id, call, resolution.throttle)
+        return None if grant is None else _Ready(resolution, grant)
 
     async def _run(
         self,
         call: Call,
         call_id: str,
         resolution: Resolution,
-        queue: ThrottleQueue | None,
-        handle: CallHandle | None,
+        grant: Grant | None,
         *,
         queued_ms: float = 0.0,
-        journaled: bool = False,
+        stored: bool = False,
     ) -> CallResult:
-        """A call that holds its throttling slot (``queue``) or needs none: capping, then
-        the executor."""
-        if handle is not None:
-            handle.accept("running")
-        slots = 0 if queue is None else 1
-        if resolution.capping:
-            now_ms = int(self._clock.now() * 1000)
-            if await self._backend.slots.acquire(resolution.capping, now_ms):
-                error = AttemptError(kind=ErrorKind.CAPPED, message="no capping slot")
-                capped = _ended(call_id, Outcome.CAPPED, resolution.endpoint, error,
-                                queued_ms=queued_ms, slots=slots)  # fmt: skip
-                return self._report(call, capped)
-            slots += 1
+        """Run a call let in; a ``stored`` one (from a queue) leaves the store once reported.
+        One cut short by a stop stays stored, runs again after restart, is reported then."""
         result = await self._executor.run(
-            call, resolution, call_id=call_id, queue=queue, queued_ms=queued_ms, slots=slots,
-            interrupted=None if journaled else partial(self._report, call),
+            call, resolution, call_id=call_id, grant=grant, queued_ms=queued_ms,
+            interrupted=None if stored else partial(self._report, call),
         )  # fmt: skip
-        return self._report(call, result)
+        self._report(call, result)
+        if stored:
+            await self._backend.queue.remove(call_id)
+        return result
 
-    async def _recover(self) -> None:
-        """Run again the calls journaled before a restart (they are queued in order)."""
-        for item, queue, admission in await self._throttling.recover():
-            handle = CallHandle(item.call_id)
-            resolution = self.rules.resolve(item.call)
-            self._spawn(
-                handle,
-                self._queued(item.call, item.call_id, resolution, queue, admission, handle),
-            )
+    def _dispatched(self, item: QueuedCall, grant: Grant) -> None:
+        """A queue's dispatcher hands over its head call with its slot: run it."""
+        queued_ms = max(0.0, (self._clock.now() - item.enqueued_at) * 1000)
+        resolution = self.rules.resolve(item.call)
+        work = self._run(item.call, item.call_id, resolution, grant, queued_ms=queued_ms,
+                         stored=True)  # fmt: skip
+        self._spawn(item.call_id, work)
+
+    def _expired(self, item: QueuedCall) -> None:
+        error = AttemptError(kind=ErrorKind.EXPIRED, message="six hours in the throttling queue")
+        queued_ms = max(0.0, (self._clock.now() - item.enqueued_at) * 1000)
+        endpoint = self.rules.resolve(item.call).endpoint
+        self._report(item.call, _ended(item.call_id, Outcome.EXPIRED, endpoint, error,
+                                       queued_ms=queued_ms))  # fmt: skip
+
+    def _spawn(self, call_id: str, work: Coroutine[Any, Any, CallResult]) -> None:
+        """Run a call in the background; its handle's future learns how it ended."""
+        task = asyncio.create_task(work, name=f"call {call_id}")
+        self._running[call_id] = task
+        task.add_done_callback(partial(self._task_done, call_id))
+
+    def _task_done(self, call_id: str, task: asyncio.Task[CallResult]) -> None:
+        if self._running.get(call_id) is task:
+            del self._running[call_id]
+        error = None if task.cancelled() else task.exception()
+        future = self._waiters.pop(call_id, None)
+        if future is None or future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        elif task.cancelled():
+            future.cancel()
+
+    def _future(self, call_id: str) -> asyncio.Future[CallResult]:
+        """The future of ``call_id``'s result, shared by everyone who waits for it."""
+        future = self._waiters.get(call_id)
+        if future is None:
+            future = self._waiters[call_id] = asyncio.get_running_loop().create_future()
+        return future
 
     def _report(self, call: Call, result: CallResult) -> CallResult:
         self.counters.record(call, result)
         if self._reporter is not None:
             self._reporter.record(call, result)
+        future = self._waiters.pop(result.call_id, None)
+        if future is not None and not future.done():
+            future.set_result(result)
         return result
 
+    def _deployed_rate(self, key: str) -> int | None:
+        rule = self.rules.enforced(throttle_owner(key)[1])
+        return rule.max_throughput if isinstance(rule, ThrottlingRule) else None
+
+    def _rule_changed(self, record: ConfigRecord | None) -> None:
+        """A deployed throttling edit takes effect at once on its queue."""
+        if record is not None and record.kind is ConfigKind.THROTTLING:
+            rule = record.deployed_rule
+            if isinstance(rule, ThrottlingRule):
+                self._throttling.set_rate(throttle_key(record.org, record.uid), rule.max_throughput)
+
     async def aclose(self) -> None:
-        """Stop: queued calls stay journaled; running calls are cancelled."""
+        """Stop: queued calls stay stored; running calls are cancelled."""
         self._closing = True
         await self._throttling.aclose()
-        for task in list(self._tasks):
+        tasks = list(self._running.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._transport.aclose()
 
 
 def _new_id() -> str:
     """32 random hex digits, as ``uuid4().hex`` but a fifth of its cost."""
     return os.urandom(16).hex()
-
-
-def _expired() -> AttemptError:
-    return AttemptError(kind=ErrorKind.EXPIRED, message="six hours in the throttling queue")
 
 
 def _ended(
@@ -277,10 +323,9 @@ def _ended(
     error: AttemptError,
     *,
     queued_ms: float = 0.0,
-    slots: int = 0,
 ) -> CallResult:
-    """The result of a call that ended before any attempt."""
+    """The result of a call that ended before any request."""
     return CallResult(
-        call_id=call_id, outcome=outcome, attempts=0, slots=slots, queued_ms=queued_ms,
+        call_id=call_id, outcome=outcome, attempts=0, retries=0, slots=0, queued_ms=queued_ms,
         execution_ms=0.0, endpoint=endpoint, error=error,
     )  # fmt: skip

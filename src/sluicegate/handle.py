@@ -1,57 +1,52 @@
-"""A call submitted without waiting for its end: its id, its state, its result."""
+"""A call submitted without waiting for its end: its id, where it stands, its result."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Literal
 
 from sluicegate.outcomes import CallResult
 
-State = Literal["queued", "running", "done"]
+#: Where a call stands: waiting in a throttling queue (stored, so it survives a restart),
+#: running (it has its slots), or done.
+CallState = Literal["queued", "running", "done"]
 
 
 class CallHandle:
     """The caller's view of a call that runs in the background.
 
-    ``state`` is ``queued`` while the call waits in a throttling queue (already journaled,
-    so it survives a restart), ``running`` once it has its slots, ``done`` at the end.
+    The handle holds the future of the call's result; the gate keeps only a weak reference
+    to it, so a call whose handle is dropped (a caller that does not wait) holds nothing in
+    memory while it waits in a queue.
     """
 
-    def __init__(self, call_id: str) -> None:
+    __slots__ = ("_future", "_queued", "_running", "call_id")
+
+    def __init__(
+        self,
+        call_id: str,
+        future: asyncio.Future[CallResult],
+        *,
+        queued: bool,
+        running: Callable[[str], bool],
+    ) -> None:
         self.call_id = call_id
-        self.state: State = "queued"
-        self._accepted = asyncio.Event()
-        self._result: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
+        self._future = future
+        self._queued = queued
+        self._running = running
+
+    @property
+    def state(self) -> CallState:
+        if self._future.done():
+            return "done"
+        if not self._queued or self._running(self.call_id):
+            return "running"
+        return "queued"
 
     def done(self) -> bool:
-        return self._result.done()
+        return self._future.done()
 
     async def result(self) -> CallResult:
         """Wait for the call to end; cancelling this wait does not cancel the call."""
-        return await asyncio.shield(self._result)
-
-    async def accepted(self) -> None:
-        """Wait until the call is journaled in a queue, running, or over."""
-        await self._accepted.wait()
-
-    def accept(self, state: State) -> None:
-        """Record progress; the first change lets :meth:`accepted` return."""
-        self.state = state
-        self._accepted.set()
-
-    def run(self, work: Coroutine[Any, Any, CallResult]) -> asyncio.Task[CallResult]:
-        """Run ``work`` as this call; its result, error or cancellation becomes the handle's."""
-        task = asyncio.create_task(work, name=f"call {self.call_id}")
-
-        def ended(task: asyncio.Task[CallResult]) -> None:
-            self.accept("done")
-            if task.cancelled():
-                self._result.cancel()
-            elif (exc := task.exception()) is not None:
-                self._result.set_exception(exc)
-            else:
-                self._result.set_result(task.result())
-
-        task.add_done_callback(ended)
-        return task
+        return await asyncio.shield(self._future)

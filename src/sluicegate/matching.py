@@ -3,6 +3,7 @@
 Pure code: no I/O and no clock. A :class:`Resolver` is built from one snapshot of the
 deployed rules and answers, for each call, which sliding windows it takes a slot from,
 which connection pool it counts against and which throttling queue (if any) it waits in.
+The keys of those windows, pools and queues are made here and read here, nowhere else.
 
 Matching, as the contract states it: scheme, host (case-insensitive) and port match
 exactly, default ports 80/443 included; ``*`` matches any run of characters in the path,
@@ -17,15 +18,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from sluicegate.call import Call, Service
+from sluicegate.call import DEFAULT_PORTS, Call, Service
 from sluicegate.rules import CappingRule, ServiceLimit, ThrottlingRule
 from sluicegate.settings import Settings
 from sluicegate.storage import Limit
-from sluicegate.validation import DEFAULT_PORTS, split_pattern
+from sluicegate.validation import split_pattern
 
 #: Resolutions kept per :class:`Resolver`. Paths often carry ids, so the set of distinct
 #: call URLs is unbounded; past this size the oldest entry makes room.
 CACHE_SIZE = 16_384
+#: The window of a throttling config's ``maxThroughput``.
 THROTTLE_PERIOD_MS = 1_000
 
 _Where = tuple[str, str, int]  # scheme, host, port
@@ -85,6 +87,29 @@ def throttle_key(org: str, uid: str) -> str:
     return f"thr:{org}:{uid}"
 
 
+def throttle_owner(key: str) -> tuple[str, str]:
+    """The ``(org, uid)`` a :func:`throttle_key` was made of. An org may hold ``:``; a uid
+    never does."""
+    org, _, uid = key.removeprefix("thr:").rpartition(":")
+    return org, uid
+
+
+def capping_key(org: str, sandbox: str, uid: str, service: str) -> str:
+    """The slot and connection key of one service of a capping config."""
+    return f"cap:{org}:{sandbox}:{uid}:{service}"
+
+
+def default_key(service: str, org: str, sandbox: str, host: str) -> str:
+    """The slot key of the default cap of a host without a matching capping config."""
+    return f"default:{service}:{org}:{sandbox}:{host}"
+
+
+def throttle_limit(key: str, rate: int, guard_ms: int) -> Limit:
+    """The window a throttling queue drains through: ``rate`` per second, each slot held
+    ``guard_ms`` longer (the guard band)."""
+    return Limit(key=key, count=rate, period_ms=THROTTLE_PERIOD_MS + guard_ms)
+
+
 def locate(url: str) -> tuple[_Where, str]:
     """``((scheme, host, port), path)`` of a call URL, normalized like a pattern."""
     parts = urlsplit(url)
@@ -107,12 +132,11 @@ class DeployedRule:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ThrottleTarget:
-    """The throttling queue a call waits in: ``rate`` calls per ``period_ms``."""
+    """The throttling queue a call waits in, and its ``maxThroughput``."""
 
     key: str
     uid: str
     rate: int
-    period_ms: int = THROTTLE_PERIOD_MS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,7 +144,7 @@ class Resolution:
     """What applies to a call.
 
     ``endpoint`` labels reports: the uid of the capping rule that matched, else the host.
-    Every attempt takes a slot from each window of ``capping``; ``max_connections``
+    Every request takes a slot from each window of ``capping``; ``max_connections``
     (``None``: no limit) bounds the attempts in flight under ``connection_key``.
     """
 
@@ -139,10 +163,11 @@ class Resolver:
     Results are cached; a change of rules means a new resolver, hence a fresh cache.
     """
 
-    __slots__ = ("_allowlist", "_cache", "_capping", "_settings", "_throttling")
+    __slots__ = ("_allowlist", "_cache", "_capping", "_guard", "_settings", "_throttling")
 
     def __init__(self, settings: Settings, rules: Iterable[DeployedRule]) -> None:
         self._settings = settings
+        self._guard = settings.send_guard_ms
         self._allowlist = frozenset(host.lower() for host in settings.datasource_allowlist)
         self._capping: dict[tuple[str, str, _Where], _CappingBucket] = {}
         self._throttling: dict[tuple[str, _Where], _ThrottlingBucket] = {}
@@ -195,8 +220,9 @@ class Resolver:
             )
         uid, limit = matched
         rating = limit.rating
-        key = f"cap:{org}:{sandbox}:{uid}:{service}"
-        capping = [Limit(key=key, count=rating.max_calls_count, period_ms=rating.period_ms)]
+        key = capping_key(org, sandbox, uid, service)
+        period = rating.period_ms + self._guard
+        capping = [Limit(key=key, count=rating.max_calls_count, period_ms=period)]
         # A rule replaces the default, but a data source may go above 15/s only on an
         # allowlisted host: elsewhere the default window still applies as well.
         if service is Service.DATA_SOURCE and host not in self._allowlist:
@@ -224,5 +250,5 @@ class Resolver:
         settings = self._settings
         action = call.service is Service.ACTION
         cap = settings.action_default if action else settings.datasource_default
-        key = f"default:{call.service}:{call.org}:{call.sandbox}:{host}"
-        return Limit(key=key, count=cap.count, period_ms=cap.period_ms)
+        key = default_key(call.service, call.org, call.sandbox, host)
+        return Limit(key=key, count=cap.count, period_ms=cap.period_ms + self._guard)

@@ -14,7 +14,7 @@ class Outcome(StrEnum):
     SUCCESS = "success"
     """An attempt returned 2xx."""
     CAPPED = "capped"
-    """No capping slot for the first attempt or a retry; that attempt was not made."""
+    """No capping slot for the first attempt, a retry or a redirect hop; it was not sent."""
     EXPIRED = "expired"
     """Six hours in the throttling queue without a slot."""
     TIMEDOUT = "timedout"
@@ -58,16 +58,19 @@ class AttemptError:
 class CallResult:
     """Everything known about a finished call.
 
-    ``error`` is the last attempt's error and ``origin_error`` the one before it (Adobe's
+    ``attempts`` counts the requests sent: the first attempt, each retry (at most 3) and
+    each redirect hop; ``retries`` the retries alone. ``slots`` counts the rate-rule slots
+    its requests held (one per rule kind, throttling and capping, per request that left).
+    ``error`` is the last request's error and ``origin_error`` the one before it (Adobe's
     "origin" error), so a call that failed with 500 and then ran out of time reads
-    ``timedout`` with origin ``http 500``. ``slots`` counts rate-rule grants: one per
-    attempt started. Times are milliseconds: ``queued_ms`` in the throttling queue,
-    ``execution_ms`` from the slot grant to the end.
+    ``timedout`` with origin ``http 500``. Times are milliseconds: ``queued_ms`` in the
+    throttling queue, ``execution_ms`` from the slot grant to the end.
     """
 
     call_id: str
     outcome: Outcome
     attempts: int
+    retries: int
     slots: int
     queued_ms: float
     execution_ms: float
@@ -90,7 +93,3 @@ class CallResult:
                 return f"http_{status}"
             case _:
                 return "internalError"
-
-    @property
-    def retries(self) -> int:
-        return max(0, self.attempts - 1)

@@ -25,7 +25,7 @@ class ConfigKind(StrEnum):
     THROTTLING = "throttling"
 
 
-class State(StrEnum):
+class ConfigState(StrEnum):
     """Adobe's lifecycle states; only ``deployed_rule`` says what is enforced."""
 
     CREATED = "created"
@@ -68,7 +68,7 @@ class ConfigRecord:
     org: str
     sandbox: str
     rule: Rule
-    state: State
+    state: ConfigState
     edited: bool
     deployed_rule: Rule | None
     metadata: Mapping[str, str]
@@ -139,7 +139,7 @@ class ConfigRecord:
             org=doc["org"],
             sandbox=doc["sandbox"],
             rule=parse(kind, doc["payload"]),
-            state=State(doc["state"]),
+            state=ConfigState(doc["state"]),
             edited=bool(doc["edited"]),
             deployed_rule=None if deployed is None else parse(kind, deployed),
             metadata=dict(doc["metadata"]),

@@ -2,8 +2,10 @@
 
 At most :data:`MAX_RETRIES` retries follow the first attempt, all inside the budget. A
 network error or a status outside 2xx is retried, except 401, 403 and 404, which no retry
-can fix and which end the call at once. The wait is a short fixed schedule (100, 200,
-400 ms) unless the response names its own with ``Retry-After``.
+can fix, and 3xx, a redirect the engine could not follow further (a retry would only
+follow it again): those end the call at once. The wait is a short fixed schedule
+(:data:`RETRY_SCHEDULE`, the default of the operator setting) unless the response names
+its own with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 MAX_RETRIES = 3
+RETRY_SCHEDULE = (0.1, 0.2, 0.4)
 FINAL_STATUSES = frozenset({401, 403, 404})
 
 
 def is_retryable_status(status: int) -> bool:
-    """A non-2xx status a retry may fix."""
-    return not 200 <= status < 300 and status not in FINAL_STATUSES
+    """A status a retry may fix: neither 2xx, 3xx, 401, 403 nor 404."""
+    return not 200 <= status < 400 and status not in FINAL_STATUSES
 
 
 def retry_after(headers: Mapping[str, str], now: float) -> float | None:
@@ -43,7 +46,7 @@ def retry_after(headers: Mapping[str, str], now: float) -> float | None:
 class RetryPolicy:
     """The retry schedule; ``schedule[i]`` is the wait before retry ``i + 1``."""
 
-    schedule: tuple[float, ...] = (0.1, 0.2, 0.4)
+    schedule: tuple[float, ...]
     max_retries: int = MAX_RETRIES
 
     def wait(self, retries_made: int, headers: Mapping[str, str] | None, now: float) -> Wait:

@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from sluicegate.errors import InvalidInput
+from sluicegate.retry import RETRY_SCHEDULE
 
 HOUR = 3600.0
 
@@ -25,6 +26,10 @@ class Settings:
     ``datasource_allowlist`` names hosts whose data sources a capping config may raise
     above the 15/s default; ``public_hosts`` names hosts declared public, which can never
     be allowlisted. ``allow_loopback`` is the local development mode of the egress policy.
+    ``send_guard_ms`` is the guard band: a slot is held that much longer than its rule's
+    period after its request left, so that requests whose trip to the external system
+    takes up to that much longer than others' still never arrive more than the rule
+    allows in any window (see ``docs/engine.md``).
     """
 
     action_default: DefaultCap = DefaultCap(count=300_000, period_ms=60_000)
@@ -37,8 +42,9 @@ class Settings:
     allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     max_response_bytes: int = 1 << 20
     queue_max_age: float = 6 * HOUR
-    retry_schedule: tuple[float, ...] = (0.1, 0.2, 0.4)
+    retry_schedule: tuple[float, ...] = RETRY_SCHEDULE
     max_redirects: int = 5
+    send_guard_ms: int = 10
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -55,3 +61,5 @@ class Settings:
                 raise InvalidInput("INVALID_SETTINGS", "default caps need count and period >= 1")
         if self.max_response_bytes < 0:
             raise InvalidInput("INVALID_SETTINGS", "max_response_bytes must be >= 0")
+        if self.send_guard_ms < 0 or self.max_redirects < 0:
+            raise InvalidInput("INVALID_SETTINGS", "send_guard_ms and max_redirects must be >= 0")

@@ -17,7 +17,7 @@ import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from sluicegate.transport import Request, Response
+from sluicegate.transport import Request, Response, Sending
 
 
 class _Timer:
@@ -134,16 +134,19 @@ async def settle(rounds: int = 200) -> None:
 class MockTransport:
     """A transport that answers from a function instead of the network.
 
-    The handler gets the :class:`Request` and returns a :class:`Response` (or an
-    awaitable of one), or raises :class:`~sluicegate.errors.TransportError` to simulate
-    a network failure. Every request is kept in :attr:`requests`.
+    Each request "leaves" at once (``sending.start()``, then ``sending.done()``), then the
+    handler gets the :class:`Request` and returns a :class:`Response` (or an awaitable of
+    one), or raises :class:`~sluicegate.errors.TransportError` to simulate a network
+    failure. Every request sent is kept in :attr:`requests`.
     """
 
     def __init__(self, handler: Callable[[Request], Response | Awaitable[Response]]) -> None:
         self._handler = handler
         self.requests: list[Request] = []
 
-    async def send(self, request: Request) -> Response:
+    async def send(self, request: Request, sending: Sending) -> Response:
+        await sending.start()
+        sending.done()
         self.requests.append(request)
         response = self._handler(request)
         if isinstance(response, Response):

@@ -1,221 +1,220 @@
-"""Throttling queues: calls over the rate wait, in arrival order, for the next free slot.
+"""Throttling queues: calls over the rate wait in the store, in arrival order, for a slot.
 
-One :class:`ThrottleQueue` per throttling config, drained by one task at the config's
-``maxThroughput`` (the exact sliding window over 1000 ms of the slot store). Retries of
-calls already running are served ahead of first attempts. A first attempt still waiting
-``max_age`` after it was queued (6 hours) leaves with ``expired``. The queue keeps its
-last rate, so calls queued before an undeploy drain at the last deployed rate.
+A queue lives in the :class:`~sluicegate.storage.QueueStore`, not in memory: a waiting
+call is a stored row and holds no task, future or frame here, so a million of them cost
+the store, and a restart resumes the queue without reading it. One dispatcher per queue
+with calls in it takes a slot of the config's window (``maxThroughput`` per 1000 ms,
+:func:`~sluicegate.matching.throttle_limit`) whenever one is free, claims the head of the
+queue and hands both to the gate, which runs the call.
 
-:class:`Throttling` holds a gate's queues and makes them durable: a call is journaled
-before it waits, forgotten when it ends, and queued again in order after a restart.
+Calls already running that need a slot for a retry or a redirect hop wait in memory
+(they are in memory anyway), and are served ahead of the queue. A call still waiting
+``max_age`` (6 hours) after it was queued is removed from the store and leaves with
+``expired``. A queue drains at its config's current rate, and keeps its last rate once
+the config is undeployed or gone (the rate stored with its head call, after a restart).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sluicegate.call import Call
 from sluicegate.clock import Clock
-from sluicegate.matching import ThrottleTarget, throttle_key
-from sluicegate.records import ConfigKind, ConfigRecord
-from sluicegate.rules import ThrottlingRule
-from sluicegate.storage import Limit, QueuedCall, QueueStore, SlotStore
+from sluicegate.matching import ThrottleTarget, throttle_limit, throttle_owner
+from sluicegate.storage import Grant, Limit, QueuedCall, QueueStore, SlotStore, Wait
 
-PERIOD_MS = 1_000
-#: Grants handed out in a row before the drain task lets other tasks run.
-BURST = 64
+#: Slots taken, and calls claimed, in one round of a dispatcher.
+BATCH = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QueueState:
-    """A throttling queue as reports show it."""
+    """A throttling queue as reports show it: the org and config it belongs to, its
+    drain rate, calls waiting and the age of the oldest one."""
 
     key: str
+    org: str
+    uid: str
     rate: int
     depth: int
     oldest_age: float | None
 
 
-@dataclass(slots=True)
-class _Waiter:
-    enqueued_at: float
-    future: asyncio.Future[bool]
-
-
-class ThrottleQueue:
-    """The FIFO of one throttling config."""
-
-    def __init__(self, *, key: str, rate: int, clock: Clock, slots: SlotStore, max_age: float):
-        self.key = key
-        self.rate = rate
-        self._clock = clock
-        self._slots = slots
-        self._max_age = max_age
-        self._first: deque[_Waiter] = deque()
-        self._retries: deque[_Waiter] = deque()
-        self._drain: asyncio.Task[None] | None = None
-
-    @property
-    def limit(self) -> Limit:
-        return Limit(key=self.key, count=self.rate, period_ms=PERIOD_MS)
-
-    def __len__(self) -> int:
-        return len(self._first) + len(self._retries)
-
-    def state(self, now: float) -> QueueState:
-        """Depth and oldest age (of first attempts still waiting) at ``now``."""
-        oldest = now - self._first[0].enqueued_at if self._first else None
-        return QueueState(key=self.key, rate=self.rate, depth=len(self), oldest_age=oldest)
-
-    async def try_now(self) -> bool:
-        """Take a slot at once if nobody is waiting and one is free (no queueing)."""
-        if self._first or self._retries:
-            return False
-        return await self._slots.acquire((self.limit,), _ms(self._clock.now())) == 0
-
-    def enqueue(self, enqueued_at: float) -> asyncio.Future[bool]:
-        """Queue a first attempt; the future turns True with a slot, False when expired."""
-        return self._push(self._first, enqueued_at)
-
-    async def wait_retry(self) -> None:
-        """Wait, ahead of first attempts, for a slot for a retry. Cancel to give up."""
-        future = self._push(self._retries, self._clock.now())
-        await future
-
-    def _push(self, line: deque[_Waiter], enqueued_at: float) -> asyncio.Future[bool]:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        line.append(_Waiter(enqueued_at, future))
-        if self._drain is None or self._drain.done():
-            self._drain = asyncio.create_task(self._run(), name=f"drain {self.key}")
-        return future
-
-    def _next(self) -> deque[_Waiter] | None:
-        """The line to serve next, after dropping waiters that gave up."""
-        for line in (self._retries, self._first):
-            while line and line[0].future.done():
-                line.popleft()
-            if line:
-                return line
-        return None
-
-    def _expire(self, now: float) -> float | None:
-        """End first attempts older than the maximum age; return when the next one expires."""
-        first = self._first
-        while first:
-            head = first[0]
-            if head.future.done():
-                first.popleft()
-            elif now - head.enqueued_at >= self._max_age:
-                first.popleft().future.set_result(False)
-            else:
-                return head.enqueued_at + self._max_age
-        return None
-
-    async def _run(self) -> None:
-        granted = 0
-        while True:
-            now = self._clock.now()
-            expires = self._expire(now)
-            line = self._next()
-            if line is None:
-                return
-            wait_ms = await self._slots.acquire((self.limit,), _ms(now))
-            if wait_ms == 0:
-                line.popleft().future.set_result(True)
-                granted += 1
-                if granted % BURST == 0:
-                    await asyncio.sleep(0)
-                continue
-            wait = wait_ms / 1000
-            if expires is not None:
-                wait = min(wait, max(0.0, expires - now))
-            await self._clock.sleep(wait)
-
-    async def aclose(self) -> None:
-        """Stop draining; waiters are cancelled (their calls stay journaled)."""
-        if self._drain is not None:
-            self._drain.cancel()
-            await asyncio.gather(self._drain, return_exceptions=True)
-        for line in (self._first, self._retries):
-            while line:
-                line.popleft().future.cancel()
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """A first attempt waiting in a queue: when it arrived, and its turn (True) or its
-    expiry (False)."""
-
-    enqueued_at: float
-    granted: asyncio.Future[bool]
+Dispatched = Callable[[QueuedCall, Grant], None]
+Expired = Callable[[QueuedCall], None]
 
 
 class Throttling:
-    """Every throttling queue of a gate, and the journal that makes them durable."""
+    """Every throttling queue of a gate.
 
-    def __init__(self, *, clock: Clock, slots: SlotStore, journal: QueueStore, max_age: float):
+    ``dispatched(item, grant)`` runs a call taken from a queue with its slot;
+    ``expired(item)`` ends one that waited too long. Both must not raise.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        slots: SlotStore,
+        store: QueueStore,
+        max_age: float,
+        guard_ms: int,
+        dispatched: Dispatched,
+        expired: Expired,
+    ) -> None:
         self._clock = clock
         self._slots = slots
-        self._journal = journal
+        self._store = store
         self._max_age = max_age
-        self._queues: dict[str, ThrottleQueue] = {}
+        self._guard_ms = guard_ms
+        self._dispatched = dispatched
+        self._expired = expired
+        self._rates: dict[str, int] = {}  # the current (or last) rate of each queue
+        self._dispatchers: dict[str, _Dispatcher] = {}
 
-    def queue(self, key: str, rate: int) -> ThrottleQueue:
-        """The queue of ``key``, now draining at ``rate``."""
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = ThrottleQueue(
-                key=key, rate=rate, clock=self._clock, slots=self._slots, max_age=self._max_age
-            )
-        queue.rate = rate
-        return queue
+    def limit(self, key: str) -> Limit:
+        return throttle_limit(key, self._rates[key], self._guard_ms)
 
-    async def admit(
-        self, call_id: str, call: Call, target: ThrottleTarget
-    ) -> tuple[ThrottleQueue, Admission | None]:
-        """A slot now if nobody waits and one is free (no admission); otherwise journal
-        the call durably and queue it."""
-        queue = self.queue(target.key, target.rate)
-        if await queue.try_now():
-            return queue, None
+    def set_rate(self, key: str, rate: int) -> None:
+        """A deployed throttling config's rate: it applies at once, to waiting calls too."""
+        self._rates[key] = rate
+
+    async def admit(self, call_id: str, call: Call, target: ThrottleTarget) -> Grant | None:
+        """A slot at once when nobody waits and one is free; otherwise store the call
+        (durably, when this returns) for its queue's dispatcher and return ``None``."""
+        key = target.key
+        self._rates[key] = target.rate
+        dispatcher = self._dispatchers.get(key)
+        if self._store.depth(key) == 0 and (dispatcher is None or not dispatcher.retries):
+            found = await self._slots.acquire((self.limit(key),), self._now_ms())
+            if isinstance(found, Grant):
+                return found
         now = self._clock.now()
-        item = QueuedCall(call_id=call_id, queue=queue.key, call=call, enqueued_at=now,
-                          rate=queue.rate)  # fmt: skip
-        await self._journal.push(item)
-        return queue, Admission(now, queue.enqueue(now))
+        item = QueuedCall(call_id=call_id, queue=key, call=call, enqueued_at=now,
+                          rate=target.rate)  # fmt: skip
+        await self._store.push(item)
+        self._dispatch(key)
+        return None
 
-    async def forget(self, call_id: str) -> None:
-        """Drop an ended call from the journal."""
-        await self._journal.remove(call_id)
+    async def wait_retry(self, target: ThrottleTarget) -> Grant:
+        """Wait, ahead of the queue's first attempts, for a slot. Cancel to give up."""
+        self._rates[target.key] = target.rate
+        dispatcher = self._dispatch(target.key)
+        waiter: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+        dispatcher.retries.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # granted as it was cancelled
+                self._slots.release(waiter.result())
+            raise
 
-    async def recover(self) -> list[tuple[QueuedCall, ThrottleQueue, Admission]]:
-        """Queue again, in their original order, the calls journaled before a restart,
-        each at the rate it was queued at (the last deployed rate)."""
-        recovered = []
-        for item in await self._journal.pending():
-            queue = self.queue(item.queue, item.rate)
-            admission = Admission(item.enqueued_at, queue.enqueue(item.enqueued_at))
-            recovered.append((item, queue, admission))
-        return recovered
+    async def resume(self, deployed_rate: Callable[[str], int | None]) -> None:
+        """Start dispatching the queues the store holds (after a restart), each at its
+        config's rate, or the rate stored with its head when the config is not deployed."""
+        for queue in await self._store.queues():
+            self._rates[queue.queue] = deployed_rate(queue.queue) or queue.rate
+            self._dispatch(queue.queue)
 
-    def rule_changed(self, record: ConfigRecord | None) -> None:
-        """A deployed throttling edit takes effect at once on its queue."""
-        if record is None or record.kind is not ConfigKind.THROTTLING:
-            return
-        queue = self._queues.get(throttle_key(record.org, record.uid))
-        if isinstance(record.deployed_rule, ThrottlingRule) and queue is not None:
-            queue.rate = record.deployed_rule.max_throughput
-
-    def states(self) -> list[QueueState]:
+    async def states(self) -> list[QueueState]:
+        """Every queue with calls waiting."""
         now = self._clock.now()
-        return [queue.state(now) for queue in self._queues.values()]
+        found = []
+        for queue in await self._store.queues():
+            org, uid = throttle_owner(queue.queue)
+            age = None if queue.oldest is None else max(0.0, now - queue.oldest)
+            rate = self._rates.get(queue.queue, queue.rate)
+            found.append(QueueState(key=queue.queue, org=org, uid=uid, rate=rate,
+                                    depth=queue.depth, oldest_age=age))  # fmt: skip
+        return found
+
+    def _dispatch(self, key: str) -> _Dispatcher:
+        """Make sure the dispatcher of ``key`` looks at its queue again."""
+        dispatcher = self._dispatchers.get(key)
+        if dispatcher is None:
+            dispatcher = self._dispatchers[key] = _Dispatcher(key, self)
+        dispatcher.poke()
+        return dispatcher
+
+    def _now_ms(self) -> int:
+        return int(self._clock.now() * 1000)
 
     async def aclose(self) -> None:
-        for queue in self._queues.values():
-            await queue.aclose()
+        """Stop dispatching; waiting calls stay stored, retry waiters are cancelled."""
+        for dispatcher in self._dispatchers.values():
+            await dispatcher.aclose()
 
 
-def _ms(seconds: float) -> int:
-    return int(seconds * 1000)
+class _Dispatcher:
+    """Feeds one queue's calls to the gate, one free slot at a time."""
+
+    def __init__(self, key: str, throttling: Throttling) -> None:
+        self.key = key
+        self.retries: deque[asyncio.Future[Grant]] = deque()
+        self._throttling = throttling
+        self._task: asyncio.Task[None] | None = None
+        self._poked = False
+
+    def poke(self) -> None:
+        """Something may be waiting: look again (start if stopped)."""
+        self._poked = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"dispatch {self.key}")
+
+    async def _run(self) -> None:
+        t = self._throttling
+        clock, slots, store = t._clock, t._slots, t._store
+        expires: float | None = None  # when the head call expires (None: look now)
+        while True:
+            self._poked = False
+            now = clock.now()
+            if expires is None or now >= expires:
+                expired, head = await store.expire(self.key, now - t._max_age)
+                for item in expired:
+                    t._expired(item)
+                expires = None if head is None else head + t._max_age
+            while self.retries and self.retries[0].done():  # gave up waiting
+                self.retries.popleft()
+            wanted = len(self.retries) + min(store.depth(self.key), BATCH)
+            grants: list[Grant] = []
+            wait: Wait | None = None
+            limit = (t.limit(self.key),)
+            while len(grants) < wanted:
+                found = await slots.acquire(limit, t._now_ms())
+                if isinstance(found, Wait):
+                    wait = found
+                    break
+                grants.append(found)
+            for grant in grants:  # durable before its call starts: starts keep their order
+                await slots.recorded(grant)
+            while grants and self.retries:
+                waiter = self.retries.popleft()
+                if waiter.done():
+                    continue
+                waiter.set_result(grants.pop())
+            if grants:
+                items = await store.claim(self.key, len(grants))
+                for item, grant in zip(items, grants, strict=False):
+                    t._dispatched(item, grant)
+                for grant in grants[len(items) :]:
+                    slots.release(grant)
+                if not items and not self.retries and not self._poked:
+                    return  # the depth counted calls not written yet: their push pokes
+                await asyncio.sleep(0)  # let the dispatched calls and the others run
+            elif wait is not None:
+                pause = wait.ms / 1000
+                if expires is not None:
+                    pause = min(pause, max(0.0, expires - now))
+                await clock.sleep(pause)
+            elif not wanted and not self._poked:
+                return
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        while self.retries:
+            self.retries.popleft().cancel()

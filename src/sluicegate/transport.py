@@ -1,10 +1,16 @@
-"""The seam to the network: one request in, one response out.
+"""The seam to the network: one request in, one response out, and word of when it left.
 
-A :class:`Transport` makes exactly one HTTP attempt. It follows redirects itself (each hop
-re-checked by the egress policy), reads at most ``max_body`` bytes of the body, and raises
-:class:`~sluicegate.errors.TransportError` for a failure without an HTTP status, or
-:class:`~sluicegate.errors.EgressBlocked` when a hop or a resolved address is refused.
-Retries, timeouts and slots are the executor's business, not the transport's.
+A :class:`Transport` sends exactly one HTTP request per :meth:`~Transport.send`: it follows
+no redirect (a 3xx is returned as a response; the executor decides) and never re-sends on
+its own, because every request that leaves must hold a slot of the rules that apply. It
+checks the URL and every address it connects to with the egress policy, reads at most its
+body cap, and raises :class:`~sluicegate.errors.TransportError` for a failure without an
+HTTP status, or :class:`~sluicegate.errors.EgressBlocked` for a refusal.
+
+It tells the engine when the request leaves through :class:`Sending`: ``start()`` once the
+connection is ready and before the first byte is written, ``done()`` once the last byte was
+handed to the network. A slot counts from ``done()``; when ``start()`` never came, nothing
+left and the slot is given back.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ class Request:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Response:
-    """The response to one attempt. ``truncated`` is set when the body was cut at the cap."""
+    """The response to one request. ``truncated`` is set when the body was cut at the cap."""
 
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -38,11 +44,34 @@ class Response:
         return 200 <= self.status < 300
 
 
-class Transport(Protocol):
-    """Makes HTTP attempts. Implementations must be safe to share between tasks."""
+class Sending(Protocol):
+    """What a transport reports of a request leaving. Each is called at most once."""
 
-    async def send(self, request: Request) -> Response:
-        """Make one attempt; raise ``TransportError`` when there is no HTTP status."""
+    async def start(self) -> None:
+        """The connection is ready and nothing is written yet. If this raises, the
+        transport must write nothing and let the exception through."""
+        ...
+
+    def done(self) -> None:
+        """The request was handed to the network (also when writing it failed halfway)."""
+        ...
+
+
+class Unwatched:
+    """A :class:`Sending` for requests that hold no slot (callbacks, probes)."""
+
+    async def start(self) -> None:
+        return None
+
+    def done(self) -> None:
+        return None
+
+
+class Transport(Protocol):
+    """Sends HTTP requests. Implementations must be safe to share between tasks."""
+
+    async def send(self, request: Request, sending: Sending) -> Response:
+        """Send one request; raise ``TransportError`` when there is no HTTP status."""
         ...
 
     async def aclose(self) -> None:

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sluicegate.call import normalize_method
+from sluicegate.call import DEFAULT_PORTS, normalize_method
 from sluicegate.errors import InvalidCall
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
 
 #: The methods a config may name: Adobe's enum, where ``OPTION`` means OPTIONS.
 #: ``HEAD`` is a method a call may use, but no config can name it.

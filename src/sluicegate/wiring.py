@@ -12,7 +12,7 @@ from sluicegate.transport import Transport
 
 
 async def open_backend(data_dir: str | Path | None) -> Backend:
-    """SQLite in ``data_dir`` (queues and configs durable), or memory when it is None."""
+    """SQLite in ``data_dir`` (queues, slots and configs durable), or memory when None."""
     if data_dir is None:
         return MemoryBackend()
     from sluicegate.backends.sqlite import SqliteBackend
@@ -24,6 +24,4 @@ def default_transport(settings: Settings, policy: EgressPolicy) -> Transport:
     """The aiohttp transport, imported here so the core never imports a driver."""
     from sluicegate.transports.aiohttp import AiohttpTransport
 
-    return AiohttpTransport(
-        policy=policy, max_body=settings.max_response_bytes, max_redirects=settings.max_redirects
-    )
+    return AiohttpTransport(policy=policy, max_body=settings.max_response_bytes)

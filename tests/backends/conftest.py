@@ -34,9 +34,10 @@ BACKENDS: dict[str, Callable[[Path], Awaitable[Backend]]] = {
 
 @pytest.fixture(params=list(BACKENDS))
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    """A freshly opened backend of each kind, closed after the test."""
+    """A freshly opened (and recovered) backend of each kind, closed after the test."""
     opened = await BACKENDS[request.param](tmp_path)
     try:
+        await opened.recover(0)
         yield opened
     finally:
         await opened.aclose()

@@ -16,29 +16,65 @@ import pytest
 
 from sluicegate.backends.sqlite import DB_NAME, SqliteBackend
 from sluicegate.errors import StorageError
-from sluicegate.storage import QueuedCall
+from sluicegate.storage import Grant, Limit, QueuedCall, Wait
 
 MakeQueued = Callable[..., QueuedCall]
+
+
+async def opened(path: Path, now_ms: int = 0) -> SqliteBackend:
+    backend = await SqliteBackend.open(path)
+    await backend.recover(now_ms)
+    return backend
 
 
 async def test_reopen_after_aclose_keeps_queue_and_configs(
     tmp_path: Path, queued: MakeQueued
 ) -> None:
-    """Everything written before ``aclose``, buffered removals included, is there on reopen."""
-    backend = await SqliteBackend.open(tmp_path)
+    """Everything written before ``aclose``, buffered removals included, is there on reopen;
+    calls claimed and not removed are waiting again."""
+    backend = await opened(tmp_path)
     await asyncio.gather(*(backend.queue.push(queued(n)) for n in range(5)))
     await backend.configs.save("capping", "c1", {"uid": "c1", "n": 1})
     await backend.configs.save("throttling", "t1", {"uid": "t1"})
     await backend.configs.delete("capping", "c1")
+    await backend.queue.claim("q", 3)
     await backend.queue.remove("call-2")  # only buffered: aclose must write it
     await backend.aclose()
 
-    reopened = await SqliteBackend.open(tmp_path)
+    reopened = await opened(tmp_path)
     try:
         expected_queue = [queued(n) for n in (0, 1, 3, 4)]
-        assert expected_queue == await reopened.queue.pending()
+        assert (4, expected_queue) == (
+            reopened.queue.depth("q"),
+            await reopened.queue.claim("q", 10),
+        )
         expected_configs: list[tuple[str, dict[str, Any]]] = [("throttling", {"uid": "t1"})]
         assert expected_configs == await reopened.configs.load()
+    finally:
+        await reopened.aclose()
+
+
+async def test_sent_slots_survive_a_restart_and_unsent_ones_count_from_it(
+    tmp_path: Path,
+) -> None:
+    """After a restart a slot sent at 500 is held until 1500, and one granted but never
+    stamped (its fate unknown) counts as sent at the restart (2000), until 3000."""
+    rule = Limit(key="rule", count=2, period_ms=1000)
+    backend = await opened(tmp_path)
+    sent = await backend.slots.acquire([rule], 0)
+    unknown = await backend.slots.acquire([rule], 0)
+    assert isinstance(sent, Grant)
+    assert isinstance(unknown, Grant)
+    await backend.slots.recorded(unknown)
+    backend.slots.sent(sent, 500)
+    await backend.aclose()
+
+    reopened = await opened(tmp_path, now_ms=2_000)
+    try:
+        assert 1 == await reopened.slots.in_use("rule", 2_000)
+        assert isinstance(await reopened.slots.acquire([rule], 2_000), Grant)
+        assert Wait(1_000) == await reopened.slots.acquire([rule], 2_000)
+        assert Wait(1) == await reopened.slots.acquire([rule], 2_999)
     finally:
         await reopened.aclose()
 
@@ -54,7 +90,7 @@ async def test_aclose_is_idempotent_and_refuses_later_writes(
     tmp_path: Path, queued: MakeQueued
 ) -> None:
     """A second ``aclose`` does nothing; a push after close raises StorageError."""
-    backend = await SqliteBackend.open(tmp_path)
+    backend = await opened(tmp_path)
     await backend.aclose()
     await backend.aclose()
     with pytest.raises(StorageError, match="closed"):
@@ -101,7 +137,7 @@ async def test_failed_batch_raises_storage_error_to_its_pushers(
     """A commit that fails fails every push of its batch, chained to the sqlite3 error."""
     backend = await SqliteBackend.open(tmp_path)
     try:
-        await backend._writer.execute("sabotage", "DROP TABLE queued_calls")
+        await backend._db.execute("sabotage", "DROP TABLE queued_calls")
         results = await asyncio.gather(
             *(backend.queue.push(queued(n)) for n in range(3)), return_exceptions=True
         )
@@ -115,7 +151,7 @@ async def test_failed_batch_raises_storage_error_to_its_pushers(
 
 async def test_cancelled_push_does_not_cancel_its_batch(tmp_path: Path, queued: MakeQueued) -> None:
     """Cancelling one pusher leaves the other pushes of the same batch to complete."""
-    backend = await SqliteBackend.open(tmp_path)
+    backend = await opened(tmp_path)
     try:
         tasks = [asyncio.create_task(backend.queue.push(queued(n))) for n in range(3)]
         await asyncio.sleep(0)  # all three are buffered in one batch
@@ -124,7 +160,7 @@ async def test_cancelled_push_does_not_cancel_its_batch(tmp_path: Path, queued: 
         expected_results = ["ok", "CancelledError", "ok"]
         assert expected_results == ["ok" if r is None else type(r).__name__ for r in results]
         expected = ["call-0", "call-1", "call-2"]  # call-1 was buffered: it is written anyway
-        assert expected == [item.call_id for item in await backend.queue.pending()]
+        assert expected == [item.call_id for item in await backend.queue.claim("q", 10)]
     finally:
         await backend.aclose()
 
@@ -135,7 +171,7 @@ import asyncio, sys
 from pathlib import Path
 from sluicegate.backends.sqlite import SqliteBackend
 from sluicegate.call import Call, Service
-from sluicegate.storage import QueuedCall
+from sluicegate.storage import Grant, Limit, QueuedCall, Wait
 
 N, BATCH, PAUSE = int(sys.argv[2]), 10, 0.004
 
@@ -216,9 +252,9 @@ async def test_sigkill_loses_no_acknowledged_push(tmp_path: Path) -> None:
     assert expected_returncode == returncode, stderr
     assert 300 <= acked < N_PUSHES, f"not killed mid-stream: {acked} acked\n{stderr}"
 
-    backend = await SqliteBackend.open(data_dir)
+    backend = await opened(data_dir)
     try:
-        stored = [item.call_id for item in await backend.queue.pending()]
+        stored = [item.call_id for item in await backend.queue.claim("q", N_PUSHES)]
     finally:
         await backend.aclose()
     # A prefix of the pushes, at least as long as the acknowledged part: none lost, no gap.

@@ -62,6 +62,9 @@ class Running:
 
 
 StartService = Callable[..., Awaitable[Running]]
+#: A throttling window, in seconds of the test's clock: a slot is held its second and the
+#: guard band after its request left.
+WINDOW = 1 + Settings().send_guard_ms / 1000
 
 
 @pytest.fixture

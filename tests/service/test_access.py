@@ -25,8 +25,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import uvicorn
+from tests.loopback import serve_ok
 from tests.service.conftest import Running
-from tests.service.loopback import serve_ok
 
 from sluicegate.service.app import create_app
 from sluicegate.service.runtime import open_runtime

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.loopback import serve_ok
 from tests.service.conftest import Running, StartService
-from tests.service.loopback import serve_ok
 from tests.service.test_config_api import BASE, CAPPING, KINDS, THROTTLING, create
 
 CAP = "endpointConfigs"
@@ -138,14 +138,15 @@ async def test_throttling_only_in_a_production_sandbox(start_service: StartServi
 
 
 async def test_one_throttling_config_per_org(start_service: StartService) -> None:
-    """A second throttling config in an org is 409 with code 1465, from any sandbox."""
+    """A second throttling config in an org is 400 with code 1465 (Adobe's answer), from
+    any sandbox."""
     running = await start_service()
     prod = await running.key()
     await running.request("POST", "/v1/sandboxes", prod, {"name": "prod2", "type": "production"})
     uid = await create(running, prod, THROTTLE, THROTTLING)
     for headers in (prod, await running.key(sandbox="prod2")):
         status, body = await running.request("POST", f"{BASE}/{THROTTLE}", headers, THROTTLING)
-        assert (409, 1465, 1465) == (status, body["code"], body["error"]["code"])
+        assert (400, 1465, 1465) == (status, body["code"], body["error"]["code"])
     assert 200 == (await running.request("POST", f"{BASE}/{THROTTLE}",
                                          await running.key("globex"), THROTTLING))[0]  # fmt: skip
     await running.request("DELETE", f"{BASE}/{THROTTLE}/{uid}", prod)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.service.conftest import Running, StartService
+from tests.loopback import until
+from tests.service.conftest import WINDOW, Running, StartService
+from tests.service.test_metrics import queued
 
 from sluicegate.configs import ConfigKind
+from sluicegate.matching import capping_key
 from sluicegate.outcomes import CallResult
 from sluicegate.settings import Settings
 from sluicegate.testing import FakeClock, MockTransport
@@ -39,13 +41,6 @@ async def start(start_service: StartService) -> tuple[Running, FakeClock, System
         clock=clock, transport=MockTransport(external.handle), settings=SETTINGS
     )
     return running, clock, external
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait for real I/O (the throttling journal's writes, say) to make ``condition`` true."""
-    async with asyncio.timeout(5):
-        while not condition():  # noqa: ASYNC110 -- watches I/O, not time
-            await asyncio.sleep(0.001)
 
 
 def spawn(running: Running, path: str, n: int = 1, **where: str) -> list[asyncio.Task[CallResult]]:
@@ -87,7 +82,8 @@ async def test_capping_rule_with_slots_and_connections_in_use(start_service: Sta
     running, _, external = await start(start_service)
     uid = await deploy(running, ConfigKind.CAPPING, capping("/hold", 10, maxHttpConnections=1))
     held = spawn(running, "/hold", 2)  # one holds the connection, one waits for it
-    await until(lambda: running.runtime.gate.connections_in_use(f"cap:acme:prod:{uid}:action") == 1)
+    key = capping_key("acme", "prod", uid, "action")
+    await until(lambda: running.runtime.gate.connections_in_use(key) == 1)
     found = (await endpoints(running, await running.key(role="viewer")))[uid]
     assert {"endpoint": uid, "kind": "capping", "url": f"{API}/hold"} == {
         k: found[k] for k in ("endpoint", "kind", "url")
@@ -125,7 +121,7 @@ async def test_throttled_backlog_shows_depth_and_oldest_age(start_service: Start
     first = spawn(running, "/thr/a", 200)
     await asyncio.gather(*first)
     backlog = spawn(running, "/thr/a", 5)
-    await until(lambda: [5] == [q.depth for q in running.runtime.gate.queues()])
+    await queued(running, 5)
     await clock.advance(0.5)
     found = (await endpoints(running, await running.key()))[uid]
     assert ("throttling", {"depth": 5, "oldestAgeSeconds": 0.5, "maxThroughput": 200}) == (
@@ -137,7 +133,7 @@ async def test_throttled_backlog_shows_depth_and_oldest_age(start_service: Start
         found["rules"][0]["slotsInUse"],
         found["rules"][0]["state"],
     )
-    await clock.advance(1)
+    await clock.advance(WINDOW)
     await asyncio.gather(*backlog)
     found = (await endpoints(running, await running.key()))[uid]
     assert {"depth": 0, "maxThroughput": 200} == found["queue"]

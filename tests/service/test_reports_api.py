@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.loopback import until
 from tests.service.conftest import Running, StartService
 
 from sluicegate.configs import ConfigKind
@@ -25,6 +26,10 @@ from sluicegate.transport import Request, Response
 API = "https://api.example.org"
 T0 = 1_800_000_000  # a whole minute: 2027-01-15T08:00:00Z
 SETTINGS = Settings(allow_loopback=True, retry_schedule=(0.0, 0.0, 0.0))
+
+
+#: The external system of each test's clock.
+SYSTEMS: dict[FakeClock, MockTransport] = {}
 
 
 def system(clock: FakeClock) -> MockTransport:
@@ -42,7 +47,8 @@ def system(clock: FakeClock) -> MockTransport:
             return Response(status=500)
         return Response(status=404 if path == "/missing" else 200)
 
-    return MockTransport(handle)
+    SYSTEMS[clock] = MockTransport(handle)
+    return SYSTEMS[clock]
 
 
 async def start(
@@ -65,8 +71,13 @@ async def call(
         "method": "GET",
         "url": API + path,
     } | where
+    requests = SYSTEMS[clock].requests
+    sent = len(requests)
     tasks = [asyncio.create_task(running.runtime.gate.call(**args)) for _ in range(n)]
-    await clock.run_until(asyncio.gather(*tasks), step=0.01, limit=60)
+    if path.startswith("/ok/"):  # once every request is in the system (real I/O), its time
+        await until(lambda: len(requests) == sent + n or all(t.done() for t in tasks))
+        await clock.advance(int(path.removeprefix("/ok/")) / 1000)
+    await until(lambda: all(t.done() for t in tasks))
     return [task.result() for task in tasks]
 
 

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.service.conftest import Running, StartService
-from tests.service.loopback import System, serve_system, until
+from tests.loopback import System, serve_system, until
+from tests.service.conftest import WINDOW, Running, StartService
 from tests.service.test_calls_api import call, deploy_throttling
 from tests.service.test_service_e2e import ADOBE, deploy_capping, post
 
@@ -90,10 +90,10 @@ async def test_a_queued_call_runs_after_a_restart_and_gets_its_callback(
     queued = await post(service, headers, call(system, "call/200", waitSeconds=0,
                                                callbackUrl=system.url("cb")))  # fmt: skip
     gate = service.runtime.gate
-    await until(lambda: all(gate.handle(answer["callId"]) is None for answer in first))
+    await until(lambda: not any(gate.running(answer["callId"]) for answer in first))
 
     service = await restart(service, start_service, data, clock)
-    await clock.advance(1.0)  # the window of the 200 sent before the stop survives it
+    await clock.advance(WINDOW)  # the window of the 200 sent before the stop survives it
     await until(lambda: len(system.callbacks) == 1)
     status, result = await service.request("GET", f"/v1/calls/{queued['callId']}", headers)
     assert ("queued", 200, "success", [200]) == (

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from tests.loopback import free_port
 
 SLUICEGATE = [sys.executable, "-m", "sluicegate.cli"]
 SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
@@ -31,13 +31,6 @@ MAX_EXAMPLES = 20  # per operation and phase: about 25 s on two cores
 SEED = 20261126
 # POST /v1/calls may hold a request up to waitSeconds (at most 60 s) before answering.
 REQUEST_TIMEOUT = 65
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -1,90 +1,137 @@
 """The in-process backend: the reference semantics every other backend must match.
 
-Nothing here survives the process; the SQLite backend adds durability for queues and
-configs while keeping this slot store (one process owns its limiter).
+Nothing here survives the process. Every operation is atomic by construction: nothing
+awaits between a check and its effect, so no other task runs in between.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sluicegate.storage import Limit, QueuedCall
+from sluicegate.storage import Grant, Limit, QueuedCall, QueueDepth, Stored, Wait
 from sluicegate.window import SlidingWindow
 
 
 class MemorySlotStore:
-    """Sliding windows in a dict. All-or-nothing across limits, atomic by construction:
-    nothing here awaits, so no other task runs between the check and the grant."""
+    """Sliding windows in a dict, all-or-nothing across limits."""
 
     __slots__ = ("_windows",)
 
     def __init__(self) -> None:
         self._windows: dict[str, SlidingWindow] = {}
 
-    def _window(self, limit: Limit) -> SlidingWindow:
+    def window(self, limit: Limit) -> SlidingWindow:
+        """The window of ``limit``'s key, at ``limit``'s rate (a rule edited in place keeps
+        its history: the new rate applies at once)."""
         window = self._windows.get(limit.key)
         if window is None:
             window = self._windows[limit.key] = SlidingWindow(
                 limit=limit.count, period_ms=limit.period_ms
             )
         elif window.limit != limit.count or window.period_ms != limit.period_ms:
-            # A rule edited in place keeps its history: the new rate applies at once.
             window.limit, window.period_ms = limit.count, limit.period_ms
         return window
 
-    def acquire_now(self, limits: Sequence[Limit], now_ms: int) -> int:
-        """The synchronous core of :meth:`acquire`, for callers already on the hot path."""
+    def acquire_now(self, limits: Sequence[Limit], now_ms: int) -> Grant | Wait:
+        """The synchronous core of :meth:`acquire`."""
         if len(limits) == 1:
-            return self._window(limits[0]).acquire(now_ms)
-        windows = [self._window(limit) for limit in limits]
+            wait = self.window(limits[0]).acquire(now_ms)
+            return Grant(limits) if wait == 0 else Wait(wait)
+        windows = [self.window(limit) for limit in limits]
         wait = max(window.wait_ms(now_ms) for window in windows)
-        if wait == 0:
-            for window in windows:
-                window.take(now_ms)
-        return wait
+        if wait:
+            return Wait(wait)
+        for window in windows:
+            window.acquire(now_ms)
+        return Grant(limits)
 
-    async def acquire(self, limits: Sequence[Limit], now_ms: int) -> int:
+    async def acquire(self, limits: Sequence[Limit], now_ms: int) -> Grant | Wait:
         return self.acquire_now(limits, now_ms)
 
-    def snapshot(self) -> list[tuple[str, int, int, list[tuple[int, int]]]]:
-        """Every window with grants: key, limit, period, grants. Grants already out of
-        their window are dropped by the window's first decision after a restore."""
-        return [
-            (key, window.limit, window.period_ms, entries)
-            for key, window in self._windows.items()
-            if (entries := window.entries())
-        ]
+    async def recorded(self, grant: Grant) -> None:
+        return None
 
-    def restore(self, windows: list[tuple[str, int, int, list[tuple[int, int]]]]) -> None:
-        """Take back windows from :meth:`snapshot`, so a restart does not forget grants."""
-        for key, limit, period_ms, entries in windows:
-            window = self._windows[key] = SlidingWindow(limit=limit, period_ms=period_ms)
-            window.restore(entries)
+    def sent(self, grant: Grant, sent_ms: int) -> None:
+        for limit in grant.limits:
+            self._windows[limit.key].stamp(sent_ms)
 
-    def in_use(self, key: str, now_ms: int) -> int:
-        """Grants in the current window of ``key`` (0 for a key never used)."""
+    def release(self, grant: Grant) -> None:
+        for limit in grant.limits:
+            self._windows[limit.key].release()
+
+    async def in_use(self, key: str, now_ms: int) -> int:
         window = self._windows.get(key)
         return 0 if window is None else window.in_use(now_ms)
 
 
 class MemoryQueueStore:
-    """A dict in insertion order: durable for as long as the process lives."""
+    """Each queue an insertion-ordered dict; claimed calls wait aside, by push order."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_claimed", "_order", "_queues", "_seq")
 
     def __init__(self) -> None:
-        self._items: dict[str, QueuedCall] = {}
+        self._queues: dict[str, dict[str, QueuedCall]] = {}
+        self._claimed: dict[str, QueuedCall] = {}
+        self._order: dict[str, int] = {}  # call id -> push sequence, to reclaim in order
+        self._seq = itertools.count()
 
     async def push(self, item: QueuedCall) -> None:
-        self._items[item.call_id] = item
+        self._queues.setdefault(item.queue, {})[item.call_id] = item
+        self._order[item.call_id] = next(self._seq)
+
+    async def claim(self, queue: str, count: int) -> list[QueuedCall]:
+        waiting = self._queues.get(queue)
+        taken: list[QueuedCall] = []
+        while waiting and len(taken) < count:
+            item = waiting.pop(next(iter(waiting)))
+            self._claimed[item.call_id] = item
+            taken.append(item)
+        return taken
+
+    async def expire(self, queue: str, cutoff: float) -> tuple[list[QueuedCall], float | None]:
+        waiting = self._queues.get(queue, {})
+        expired: list[QueuedCall] = []
+        for call_id, item in list(waiting.items()):
+            if item.enqueued_at > cutoff:
+                return expired, item.enqueued_at
+            del waiting[call_id]
+            del self._order[call_id]
+            expired.append(item)
+        return expired, None
 
     async def remove(self, call_id: str) -> None:
-        self._items.pop(call_id, None)
+        if self._order.pop(call_id, None) is None:
+            return
+        if self._claimed.pop(call_id, None) is None:
+            for waiting in self._queues.values():
+                if waiting.pop(call_id, None) is not None:
+                    return
 
-    async def pending(self) -> list[QueuedCall]:
-        return list(self._items.values())
+    async def reclaim(self) -> None:
+        for item in self._claimed.values():
+            self._queues.setdefault(item.queue, {})[item.call_id] = item
+        self._claimed.clear()
+        for queue, waiting in self._queues.items():
+            ordered = sorted(waiting.values(), key=lambda item: self._order[item.call_id])
+            self._queues[queue] = {item.call_id: item for item in ordered}
+
+    def depth(self, queue: str) -> int:
+        return len(self._queues.get(queue, ()))
+
+    async def queues(self) -> list[QueueDepth]:
+        return [
+            QueueDepth(queue=queue, depth=len(waiting), oldest=head.enqueued_at, rate=head.rate)
+            for queue, waiting in self._queues.items()
+            if waiting and (head := next(iter(waiting.values())))
+        ]
+
+    async def find(self, call_id: str) -> Stored | None:
+        if call_id in self._claimed:
+            return "claimed"
+        return "queued" if call_id in self._order else None
 
 
 class MemoryConfigStore:
@@ -112,6 +159,9 @@ class MemoryBackend:
         self.slots = MemorySlotStore()
         self.queue = MemoryQueueStore()
         self.configs = MemoryConfigStore()
+
+    async def recover(self, now_ms: int) -> None:
+        await self.queue.reclaim()
 
     async def aclose(self) -> None:
         return None

@@ -1,35 +1,41 @@
 """The embedded durable backend: one SQLite file, one writer thread, group commit.
 
 Contract: a push that returned is committed and survives a SIGKILL of the process; so are
-config writes. Slots stay in memory: in embedded mode one process owns its limiter. Choices:
+config writes and every slot reservation before its request leaves. Queued calls live in
+the file, not in memory: a million of them cost disk, and a restart reads only the
+depth of each queue. Choices:
 
 * WAL with ``synchronous=NORMAL`` (see :mod:`sluicegate.backends.database`): a commit
   survives SIGKILL; only an OS crash or power loss can lose the last ones.
 * ``locking_mode=EXCLUSIVE``: a data directory is held by one engine until it closes or dies.
   Two engines sharing a journal would both dispatch every queued call: the second one fails.
-* One dedicated thread does all sqlite3 work, so the event loop never waits on disk; and
-  pushes made during a commit share the next one (group commit, see SqliteQueueStore).
+* Slots are decided in memory (one process owns its limiter) and journaled: a reservation
+  is committed before its request is written, its send time afterwards. After a crash a
+  reservation never stamped counts as sent at the restart, so the windows stay exact.
+* A queue's claimed calls are the rows at or before its cursor, kept in memory: claiming
+  writes nothing, and after a restart (cursor 0) every call not removed is delivered again.
 """
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import json
-import logging
 import sqlite3
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from sluicegate.backends.commits import GroupCommit
 from sluicegate.backends.database import Database
 from sluicegate.backends.memory import MemorySlotStore
 from sluicegate.call import Call, Service
 from sluicegate.errors import StorageError
-from sluicegate.storage import QueuedCall
+from sluicegate.storage import Grant, Limit, QueuedCall, QueueDepth, Stored, Wait
 
 DB_NAME = "sluicegate.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queued_calls (seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -37,24 +43,27 @@ CREATE TABLE IF NOT EXISTS queued_calls (seq INTEGER PRIMARY KEY AUTOINCREMENT,
     rate INTEGER NOT NULL, org TEXT NOT NULL, sandbox TEXT NOT NULL, journey TEXT NOT NULL,
     service TEXT NOT NULL, method TEXT NOT NULL, url TEXT NOT NULL, headers TEXT NOT NULL,
     body BLOB NOT NULL, timeout_seconds REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS queued_by_queue ON queued_calls (queue, seq);
 CREATE TABLE IF NOT EXISTS configs (seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL, uid TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (kind, uid));
-CREATE TABLE IF NOT EXISTS windows (key TEXT PRIMARY KEY, count INTEGER NOT NULL,
-    period_ms INTEGER NOT NULL, grants TEXT NOT NULL);"""
+CREATE TABLE IF NOT EXISTS slots (ticket INTEGER NOT NULL, key TEXT NOT NULL,
+    count INTEGER NOT NULL, period_ms INTEGER NOT NULL, sent_ms INTEGER, expires_ms INTEGER,
+    PRIMARY KEY (ticket, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS slots_by_expiry ON slots (expires_ms);
+DROP TABLE IF EXISTS windows"""
 _COLUMNS = (
     "call_id, queue, enqueued_at, rate, org, sandbox, journey, service, method, url, "
     "headers, body, timeout_seconds"
 )
-# A re-pushed call id keeps its place (``seq``) and takes the new content, as in memory.
-_PUSH = (
-    f"INSERT INTO queued_calls ({_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
-    "ON CONFLICT (call_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.split(", ")[1:])
-)
+_PUSH = f"INSERT INTO queued_calls ({_COLUMNS}) VALUES ({', '.join('?' * 13)})"
 _REMOVE = "DELETE FROM queued_calls WHERE call_id = ?"
-_Run = tuple[str, list[tuple[Any, ...]]]  # consecutive writes of one statement
+_RESERVE = "INSERT INTO slots (ticket, key, count, period_ms) VALUES (?, ?, ?, ?)"
+_STAMP = "UPDATE slots SET sent_ms = ?1, expires_ms = ?1 + period_ms WHERE ticket = ?2"
+_RELEASE = "DELETE FROM slots WHERE ticket = ?"
+_PRUNE = "DELETE FROM slots WHERE expires_ms <= ?"
+#: Stamps between two deletions of the slot rows whose window has passed.
+PRUNE_EVERY = 1_000
 _encode_headers = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-log = logging.getLogger(__name__)
 
 
 def _to_row(item: QueuedCall) -> tuple[Any, ...]:
@@ -67,9 +76,9 @@ def _to_row(item: QueuedCall) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _from_row(row: tuple[Any, ...]) -> QueuedCall:
+def _from_row(row: Sequence[Any]) -> QueuedCall:
     call_id, queue, enqueued_at, rate, org, sandbox, journey, service = row[:8]
-    method, url, headers, body, timeout_seconds = row[8:]
+    method, url, headers, body, timeout_seconds = row[8:13]
     try:
         call = Call(
             org=org, sandbox=sandbox, journey=journey, service=Service(service),
@@ -81,107 +90,186 @@ def _from_row(row: tuple[Any, ...]) -> QueuedCall:
     return QueuedCall(call_id=call_id, queue=queue, call=call, enqueued_at=enqueued_at, rate=rate)
 
 
-def _commit_batch(runs: list[_Run], conn: sqlite3.Connection) -> None:
-    with conn:  # one transaction; runs in call order, so remove-then-push stays a push
-        for sql, params in runs:
-            conn.executemany(sql, params)
+def _head(queue: str, after: int, count: int, conn: sqlite3.Connection) -> list[Any]:
+    sql = (f"SELECT seq, {_COLUMNS} FROM queued_calls WHERE queue = ? AND seq > ? "
+           "ORDER BY seq LIMIT ?")  # fmt: skip
+    return conn.execute(sql, (queue, after, count)).fetchall()
 
 
-def _save_windows(
-    windows: list[tuple[str, int, int, list[tuple[int, int]]]], conn: sqlite3.Connection
-) -> None:
-    """Replace the saved windows: the grants a graceful restart must not forget."""
-    with conn:
-        conn.execute("DELETE FROM windows")
-        conn.executemany(
-            "INSERT INTO windows (key, count, period_ms, grants) VALUES (?, ?, ?, ?)",
-            [(key, count, period, json.dumps(grants)) for key, count, period, grants in windows],
-        )
+def _expire(queue: str, after: int, cutoff: float, conn: sqlite3.Connection) -> list[Any]:
+    """Delete the head rows enqueued at or before ``cutoff``; return them and the next."""
+    expired = []
+    while True:
+        rows = _head(queue, after, 500, conn)
+        old = list(itertools.takewhile(lambda row: row[3] <= cutoff, rows))
+        if old:
+            with conn:
+                conn.executemany("DELETE FROM queued_calls WHERE seq = ?", [(r[0],) for r in old])
+            expired += old
+        if len(old) < len(rows) or not rows:
+            return [*expired, *rows[len(old) : len(old) + 1]]
 
 
 class SqliteQueueStore:
-    """The queue journal, written by group commit.
+    """Queues as rows ordered by ``seq``; the depth and cursor of each queue in memory."""
 
-    ``push`` buffers its row with a future of its own (so a pusher can be cancelled alone)
-    and returns once the batch holding it is committed. ``remove`` buffers and returns at
-    once (a lost removal only means a redelivery); the drainer task writes it with the next
-    batch, which starts right away. ``pending`` first waits for every buffered write.
-    """
-
-    def __init__(self, writer: Database) -> None:
-        self._writer = writer
-        self._runs: list[_Run] = []
-        self._waiters: list[asyncio.Future[None]] = []
-        self._drainer: asyncio.Task[None] | None = None  # None exactly when nothing is pending
-        self._closed = False
-
-    def _add(self, sql: str, params: tuple[Any, ...]) -> None:
-        if self._closed:
-            raise StorageError("the SQLite queue store is closed")
-        if self._drainer is None:
-            self._drainer = asyncio.create_task(self._drain())
-        if self._runs and self._runs[-1][0] is sql:
-            self._runs[-1][1].append(params)
-        else:
-            self._runs.append((sql, [params]))
-
-    def _waiter(self) -> asyncio.Future[None]:
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        return waiter
-
-    async def _drain(self) -> None:
-        waiters: list[asyncio.Future[None]] = []
-        try:
-            while self._waiters or self._runs:
-                runs, waiters, self._runs, self._waiters = self._runs, self._waiters, [], []
-                error: Exception | None = None
-                try:
-                    await self._writer.run("writing queue", partial(_commit_batch, runs))
-                except Exception as exc:
-                    log.error("queue: a batch for %d waiters failed: %s", len(waiters), exc)
-                    error = exc
-                for waiter in (w for w in waiters if not w.done()):  # done: pusher cancelled
-                    if error is None:
-                        waiter.set_result(None)
-                    else:
-                        waiter.set_exception(error)
-        finally:
-            # Normally a no-op; when cancelled (loop shutdown), no pusher is left waiting.
-            for waiter in (*waiters, *self._waiters):
-                waiter.cancel()
-            self._runs, self._waiters, self._drainer = [], [], None
+    def __init__(self, db: Database, commits: GroupCommit) -> None:
+        self._db = db
+        self._commits = commits
+        self._depth: dict[str, int] = defaultdict(int)
+        self._cursor: dict[str, int] = defaultdict(int)  # the last seq claimed
+        self._claimed: set[str] = set()
 
     async def push(self, item: QueuedCall) -> None:
-        self._add(_PUSH, _to_row(item))
-        await self._waiter()
+        self._depth[item.queue] += 1
+        batch = self._commits.add(_PUSH, _to_row(item))
+        try:
+            await self._commits.committed(batch)
+        except StorageError:
+            self._depth[item.queue] -= 1
+            raise
+
+    async def claim(self, queue: str, count: int) -> list[QueuedCall]:
+        rows = await self._db.run(
+            "claiming calls", partial(_head, queue, self._cursor[queue], count)
+        )
+        if not rows:
+            return []
+        self._cursor[queue] = rows[-1][0]
+        self._depth[queue] -= len(rows)
+        items = [_from_row(row[1:]) for row in rows]
+        self._claimed.update(item.call_id for item in items)
+        return items
+
+    async def expire(self, queue: str, cutoff: float) -> tuple[list[QueuedCall], float | None]:
+        found = await self._db.run(
+            "expiring calls", partial(_expire, queue, self._cursor[queue], cutoff)
+        )
+        expired = [_from_row(row[1:]) for row in found if row[3] <= cutoff]
+        self._depth[queue] -= len(expired)
+        head = found[-1][3] if found and found[-1][3] > cutoff else None
+        return expired, head
 
     async def remove(self, call_id: str) -> None:
-        self._add(_REMOVE, (call_id,))
+        if call_id in self._claimed:  # the usual case: a dispatched call ended
+            self._claimed.discard(call_id)
+            self._commits.add(_REMOVE, (call_id,))
+            return
+        await self._commits.flush()  # a push still being written must be seen
+        sql = f"{_REMOVE} RETURNING seq, queue"
+        rows = await self._db.execute("removing a call", sql, (call_id,))
+        for seq, queue in rows:
+            if seq > self._cursor[queue]:
+                self._depth[queue] -= 1
+            else:  # claimed meanwhile
+                self._claimed.discard(call_id)
 
-    async def flush(self) -> None:
-        """Return once every write buffered or in flight before this call is committed."""
-        if self._drainer is not None:  # a waiter alone: it is answered after the next batch
-            await self._waiter()
+    async def reclaim(self) -> None:
+        await self._commits.flush()
+        rows = await self._db.execute(
+            "counting queued calls", "SELECT queue, count(*) FROM queued_calls GROUP BY queue"
+        )
+        self._depth = defaultdict(int, rows)
+        self._cursor.clear()
+        self._claimed.clear()
 
-    async def pending(self) -> list[QueuedCall]:
-        await self.flush()
-        sql = f"SELECT {_COLUMNS} FROM queued_calls ORDER BY seq"
-        rows = await self._writer.execute("reading the queue", sql)
-        return [_from_row(row) for row in rows]
+    def depth(self, queue: str) -> int:
+        return self._depth.get(queue, 0)
 
-    async def aclose(self) -> None:
-        """Refuse new writes and wait until the buffered ones are written."""
-        self._closed = True
-        if self._drainer is not None:
-            await asyncio.wait({self._drainer})
+    async def queues(self) -> list[QueueDepth]:
+        found = []
+        for queue, depth in list(self._depth.items()):
+            if depth <= 0:
+                continue
+            rows = await self._db.run(
+                "reading a queue", partial(_head, queue, self._cursor[queue], 1)
+            )
+            if rows:
+                found.append(
+                    QueueDepth(queue=queue, depth=depth, oldest=rows[0][3], rate=rows[0][4])
+                )
+        return found
+
+    async def find(self, call_id: str) -> Stored | None:
+        rows = await self._db.execute(
+            "finding a call", "SELECT seq, queue FROM queued_calls WHERE call_id = ?", (call_id,)
+        )
+        if not rows:
+            return None
+        seq, queue = rows[0]
+        if seq > self._cursor[queue]:
+            return "queued"
+        return "claimed" if call_id in self._claimed else None  # else: its removal is buffered
+
+
+class SqliteSlotStore:
+    """The memory store's decisions, journaled: see the module docstring."""
+
+    def __init__(self, commits: GroupCommit) -> None:
+        self._windows = MemorySlotStore()
+        self._commits = commits
+        self._tickets = itertools.count(1)
+        self._batches: dict[int, int] = {}  # ticket -> batch of its reservation, until recorded
+        self._stamps = 0
+
+    async def acquire(self, limits: Sequence[Limit], now_ms: int) -> Grant | Wait:
+        found = self._windows.acquire_now(limits, now_ms)
+        if isinstance(found, Wait):
+            return found
+        ticket = next(self._tickets)
+        for limit in limits:
+            batch = self._commits.add(_RESERVE, (ticket, limit.key, limit.count, limit.period_ms))
+        self._batches[ticket] = batch
+        return Grant(limits, ticket)
+
+    async def recorded(self, grant: Grant) -> None:
+        batch = self._batches.get(grant.ticket)
+        if batch is not None:
+            await self._commits.committed(batch)
+            del self._batches[grant.ticket]
+
+    def sent(self, grant: Grant, sent_ms: int) -> None:
+        self._windows.sent(grant, sent_ms)
+        self._commits.add(_STAMP, (sent_ms, grant.ticket))
+        self._stamps += 1
+        if self._stamps % PRUNE_EVERY == 0:
+            self._commits.add(_PRUNE, (sent_ms - max(limit.period_ms for limit in grant.limits),))
+
+    def release(self, grant: Grant) -> None:
+        self._windows.release(grant)
+        self._batches.pop(grant.ticket, None)
+        self._commits.add(_RELEASE, (grant.ticket,))
+
+    async def in_use(self, key: str, now_ms: int) -> int:
+        return await self._windows.in_use(key, now_ms)
+
+    def restore(self, rows: list[tuple[str, int, int, int]], ticket: int) -> None:
+        """Hold again the slots of ``rows`` (key, count, period, sent), oldest sent first."""
+        for key, count, period_ms, sent_ms in rows:
+            self._windows.window(Limit(key=key, count=count, period_ms=period_ms)).restore(
+                [(sent_ms, 1)]
+            )
+        self._tickets = itertools.count(ticket + 1)
+
+
+def _recover_slots(now_ms: int, conn: sqlite3.Connection) -> tuple[list[Any], int]:
+    """Count reservations never stamped as sent now, drop passed slots, read the rest."""
+    with conn:
+        conn.execute("UPDATE slots SET sent_ms = ?1, expires_ms = ?1 + period_ms "
+                     "WHERE sent_ms IS NULL", (now_ms,))  # fmt: skip
+        conn.execute(_PRUNE, (now_ms,))
+    rows = conn.execute(
+        "SELECT key, count, period_ms, sent_ms FROM slots ORDER BY sent_ms"
+    ).fetchall()
+    ticket = conn.execute("SELECT coalesce(max(ticket), 0) FROM slots").fetchone()[0]
+    return rows, ticket
 
 
 class SqliteConfigStore:
     """Config documents as JSON rows; an upsert keeps a document's original place."""
 
-    def __init__(self, writer: Database) -> None:
-        self._writer = writer
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def save(self, kind: str, uid: str, doc: Mapping[str, Any]) -> None:
         try:
@@ -192,49 +280,50 @@ class SqliteConfigStore:
             "INSERT INTO configs (kind, uid, doc) VALUES (?, ?, ?) "
             "ON CONFLICT (kind, uid) DO UPDATE SET doc = excluded.doc"
         )
-        await self._writer.execute(f"saving {kind} config {uid!r}", sql, (kind, uid, text))
+        await self._db.execute(f"saving {kind} config {uid!r}", sql, (kind, uid, text))
 
     async def delete(self, kind: str, uid: str) -> None:
         sql = "DELETE FROM configs WHERE kind = ? AND uid = ?"
-        await self._writer.execute(f"deleting {kind} config {uid!r}", sql, (kind, uid))
+        await self._db.execute(f"deleting {kind} config {uid!r}", sql, (kind, uid))
 
     async def load(self) -> list[tuple[str, dict[str, Any]]]:
-        rows = await self._writer.execute(
+        rows = await self._db.execute(
             "loading configs", "SELECT kind, doc FROM configs ORDER BY seq"
         )
         return [(kind, json.loads(doc)) for kind, doc in rows]
 
 
 class SqliteBackend:
-    """Queues and configs in ``<path>/sluicegate.db``; slots in memory, saved on close and
-    restored on open, so a graceful restart keeps every window exact. Build with :meth:`open`.
-    """
+    """Queues, configs and the slot journal in ``<path>/sluicegate.db``. Build with
+    :meth:`open`, then :meth:`recover` before use."""
 
-    def __init__(self, writer: Database) -> None:
-        self.file = writer.file
-        self.slots = MemorySlotStore()
-        self.queue = SqliteQueueStore(writer)
-        self.configs = SqliteConfigStore(writer)
-        self._writer = writer
+    def __init__(self, db: Database) -> None:
+        self.file = db.file
+        self._db = db
+        self._commits = GroupCommit(db)
+        self.slots = SqliteSlotStore(self._commits)
+        self.queue = SqliteQueueStore(db, self._commits)
+        self.configs = SqliteConfigStore(db)
         self._closed = False
 
     @classmethod
     async def open(cls, path: Path) -> SqliteBackend:
         """Open (creating if missing) the data directory ``path`` and its database."""
-        writer = Database(Path(path) / DB_NAME, schema=_SCHEMA, version=SCHEMA_VERSION)
-        await writer.start(exclusive=True)
-        backend = cls(writer)
-        rows = await writer.execute("reading windows", "SELECT * FROM windows")
-        backend.slots.restore([(k, n, p, json.loads(g)) for k, n, p, g in rows])
-        return backend
+        db = Database(Path(path) / DB_NAME, schema=_SCHEMA, version=SCHEMA_VERSION)
+        await db.start(exclusive=True)
+        return cls(db)
+
+    async def recover(self, now_ms: int) -> None:
+        rows, ticket = await self._db.run("recovering slots", partial(_recover_slots, now_ms))
+        self.slots.restore(rows, ticket)
+        await self.queue.reclaim()
 
     async def aclose(self) -> None:
-        """Flush buffered writes, close the database, end the writer thread. Idempotent."""
+        """Write what is buffered, close the database, end its thread. Idempotent."""
         if self._closed:
             return
         self._closed = True
         try:
-            await self.queue.aclose()
-            await self._writer.run("saving windows", partial(_save_windows, self.slots.snapshot()))
+            await self._commits.aclose()
         finally:
-            await self._writer.aclose()
+            await self._db.aclose()

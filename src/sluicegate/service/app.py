@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from sluicegate.service import calls, configs, journeys, metrics, problems, reports, sandboxes
+from sluicegate.service import problems
+from sluicegate.service.routes import (
+    calls,
+    configs,
+    endpoints,
+    journeys,
+    metrics,
+    reports,
+    sandboxes,
+)
 from sluicegate.service.runtime import Runtime
 
 DESCRIPTION = """\
@@ -21,6 +30,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="sluicegate", version="0.1.0", description=DESCRIPTION)
     app.state.runtime = runtime
     problems.install(app)
-    for module in (configs, calls, journeys, sandboxes, reports, metrics):
+    for module in (configs, calls, journeys, sandboxes, reports, endpoints, metrics):
         app.include_router(module.router)
     return app

@@ -20,7 +20,7 @@ from sluicegate.clock import Clock
 from sluicegate.egress import EgressPolicy
 from sluicegate.errors import EgressBlocked, TransportError
 from sluicegate.settings import Settings
-from sluicegate.transport import Request
+from sluicegate.transport import Request, Unwatched
 from sluicegate.transports.aiohttp import AiohttpTransport
 
 ATTEMPTS = 4
@@ -41,9 +41,7 @@ class Callbacks:
         self._clock = clock
         self._settled = settled
         # No response body is kept (max_body 0): only the status matters.
-        self._transport = AiohttpTransport(
-            policy=EgressPolicy(settings), max_body=0, max_redirects=0
-        )
+        self._transport = AiohttpTransport(policy=EgressPolicy(settings), max_body=0)
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._tasks: set[asyncio.Task[None]] = set()
         self.counts = {"delivered": 0, "failed": 0, "refused": 0}
@@ -65,7 +63,7 @@ class Callbacks:
         for attempt in range(ATTEMPTS):
             try:
                 async with self._slots, self._clock.deadline(self._clock.now() + ATTEMPT_TIMEOUT):
-                    response = await self._transport.send(request)
+                    response = await self._transport.send(request, Unwatched())
             except EgressBlocked as exc:
                 log.warning("callback of call %s to %s refused: %s", call_id, url, exc)
                 return self._end(call_id, "refused")

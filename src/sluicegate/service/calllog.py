@@ -14,18 +14,25 @@ disk, except for one case:
   writes everything, a crash may lose the row of a call that had not ended (its row is
   written whole when a recovered call ends).
 
-Until their row or result is written, calls are found in memory. Callbacks are sent once
-the result is written (``callback_due`` marks those owed), and owed ones are sent again
-after a restart: delivery is at least once. A call found unfinished at start that the
-gate did not recover was running when the engine stopped; it ends ``network_error``, as
-whether the external system received it cannot be known. Rows are kept
-:data:`RETENTION` seconds; an idempotency key counts for :data:`IDEMPOTENCY_WINDOW`.
+Until their row or result is written, calls are found in memory. A call queued by
+throttling holds nothing here while it waits (its row says ``queued``; its callback URL
+is read back from the row when it ends), like it holds nothing in the engine. Callbacks
+are sent once the result is written (``callback_due`` marks those owed), and owed ones
+are sent again after a restart: delivery is at least once.
+
+A call whose result can no longer come ended ``network_error``, as whether the external
+system received it cannot be known: at start, a call left ``accepted`` that the engine
+neither runs nor holds (it was running when the engine stopped); when asked for, a call
+left ``queued`` that the engine no longer holds (it ended, and its result was lost in a
+crash). Rows are kept :data:`RETENTION` seconds; an idempotency key counts for
+:data:`IDEMPOTENCY_WINDOW`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from functools import partial
 
 from sluicegate.backends.database import Database
@@ -33,26 +40,34 @@ from sluicegate.call import Call
 from sluicegate.clock import Clock
 from sluicegate.errors import StorageError
 from sluicegate.gate import Gate
+from sluicegate.handle import CallState
 from sluicegate.outcomes import CallResult
 from sluicegate.service.callbacks import Callbacks
 from sluicegate.service.callrows import (
+    ACCEPTED,
+    DONE,
     Accepted,
     Batch,
     Finished,
-    Found,
-    State,
     interrupted,
     write_batch,
 )
 from sluicegate.settings import HOUR
-
-__all__ = ["Accepted", "CallLog", "Found"]
 
 RETENTION = 7 * 24 * HOUR
 IDEMPOTENCY_WINDOW = 24 * HOUR
 PRUNE_EVERY = HOUR
 RETRY_WRITE_AFTER = 1.0
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A call as lookups see it: its state, and its result view (JSON) once done."""
+
+    call_id: str
+    state: CallState
+    json: str | None = None
 
 
 class CallLog:
@@ -67,8 +82,7 @@ class CallLog:
         self._unwritten: dict[str, Accepted] = {}  # accepted, row not written yet
         self._finished: dict[str, Finished] = {}  # ended, result not written yet
         self._keys: dict[tuple[str, str, str], str] = {}  # idempotency keys not written yet
-        self._callback_urls: dict[str, str] = {}  # of calls still running
-        self._loaded = False
+        self._direct: dict[str, str | None] = {}  # callback URLs of calls not queued
         self._closing = False
         self._stopping = False  # no new callbacks: the engine is stopping
         self._pruned_at = 0.0
@@ -86,19 +100,18 @@ class CallLog:
         self._callbacks = Callbacks(self._clock, gate.settings, self._settle)
         rows = await self._db.execute(
             "reading unfinished calls",
-            "SELECT call_id, org, sandbox, journey, callback_url FROM calls WHERE state != 'done'",
+            "SELECT call_id, org, sandbox, journey, callback_url FROM calls "
+            f"WHERE state = '{ACCEPTED}'",
         )
         for call_id, org, sandbox, journey, url in rows:
-            if call_id in self._finished:  # recovered and ended already; url looked up
+            if call_id in self._finished:  # recovered from its queue, and ended already
                 continue
-            if gate.handle(call_id) is not None:
-                if url is not None:
-                    self._callback_urls[call_id] = url
+            if await gate.find(call_id) is not None:  # queued: its row was not told
+                self._pending.queued.append(call_id)
                 continue
             self._finish(Finished(call_id=call_id, org=org, sandbox=sandbox, journey=journey,
                                   at=self._clock.now(), result=interrupted(call_id),
-                                  callback=url))  # fmt: skip
-        self._loaded = True
+                                  callback=url, known=True))  # fmt: skip
         owed = await self._db.execute(
             "reading owed callbacks",
             "SELECT call_id, callback_url, result FROM calls WHERE callback_due = 1",
@@ -120,8 +133,7 @@ class CallLog:
                 return first
             self._keys[key] = entry.call_id
         self._unwritten[entry.call_id] = entry
-        if entry.callback_url is not None:
-            self._callback_urls[entry.call_id] = entry.callback_url
+        self._direct[entry.call_id] = entry.callback_url
         self._pending.accepted.append(entry)
         self._wake.set()
         if durable:
@@ -130,18 +142,27 @@ class CallLog:
             await written  # StorageError: the entry was dropped
         return None
 
+    def queued(self, entry: Accepted) -> None:
+        """The call was queued by throttling: forget it until it ends."""
+        self._direct.pop(entry.call_id, None)
+        entry.queued = True  # a row not written yet is written as queued
+        self._pending.queued.append(entry.call_id)  # a row being written, or written
+        self._wake.set()
+
     def withdraw(self, entry: Accepted) -> None:
         """Forget a call that could not be submitted after all, its row included."""
-        self._drop(entry)
+        self._written(entry)
+        self._direct.pop(entry.call_id, None)
         self._pending.withdrawn.append(entry.call_id)
         self._wake.set()
 
     def record(self, call: Call, result: CallResult) -> None:
         """Keep the result of a finished call (the gate's reporter: synchronous, cheap)."""
-        url = self._callback_urls.pop(result.call_id, None) if self._loaded else ...
+        known = result.call_id in self._direct
         self._finish(Finished(call_id=result.call_id, org=call.org, sandbox=call.sandbox,
                               journey=call.journey, at=self._clock.now(), result=result,
-                              callback=url))  # fmt: skip
+                              callback=self._direct.pop(result.call_id, None),
+                              known=known))  # fmt: skip
 
     def finished_json(self, call_id: str) -> str | None:
         """The result view of a call that ended and is not written yet."""
@@ -156,18 +177,27 @@ class CallLog:
                 return Found(call_id, "done", done.json()) if mine else None
             if (entry := self._unwritten.get(call_id)) is not None:
                 mine = (entry.org, entry.sandbox) == (org, sandbox)
-                return Found(call_id, self._live_state(call_id) or "queued") if mine else None
+                return Found(call_id, self._state(call_id, entry.queued)) if mine else None
             rows = await self._db.execute(
                 "reading a call",
-                "SELECT state, result FROM calls WHERE call_id = ? AND org = ? AND sandbox = ?",
+                "SELECT state, result, journey FROM calls WHERE call_id = ? AND org = ? "
+                "AND sandbox = ?",
                 (call_id, org, sandbox),
             )
             if not rows:
                 return None
-            if rows[0][0] == "done":
-                return Found(call_id, "done", rows[0][1])
-            if (state := self._live_state(call_id)) is not None:
-                return Found(call_id, state)
+            state, text, journey = rows[0]
+            if state == DONE:
+                return Found(call_id, "done", text)
+            if state == ACCEPTED or (self._gate is not None and self._gate.running(call_id)):
+                return Found(call_id, self._state(call_id, queued=False))
+            if self._gate is not None and (where := await self._gate.find(call_id)) is not None:
+                return Found(call_id, where)
+            if call_id not in self._finished:  # it ended, and its result was lost in a crash
+                self._finish(Finished(call_id=call_id, org=org, sandbox=sandbox,
+                                      journey=journey, at=self._clock.now(),
+                                      result=interrupted(call_id), callback=None,
+                                      known=False))  # fmt: skip
         return Found(call_id, "running")
 
     async def find_key(self, org: str, sandbox: str, key: str) -> str | None:
@@ -182,9 +212,9 @@ class CallLog:
         )
         return self._keys.get((org, sandbox, key)) or (rows[0][0] if rows else None)
 
-    def _live_state(self, call_id: str) -> State | None:
-        handle = self._gate.handle(call_id) if self._gate is not None else None
-        return handle.state if handle is not None and not handle.done() else None
+    def _state(self, call_id: str, queued: bool) -> CallState:
+        running = self._gate is not None and self._gate.running(call_id)
+        return "queued" if queued and not running else "running"
 
     def _finish(self, finished: Finished) -> None:
         self._finished[finished.call_id] = finished
@@ -194,10 +224,6 @@ class CallLog:
     def _settle(self, call_id: str) -> None:
         self._pending.settled.append(call_id)
         self._wake.set()
-
-    def _drop(self, entry: Accepted) -> None:
-        self._written(entry)
-        self._callback_urls.pop(entry.call_id, None)
 
     def _written(self, entry: Accepted) -> None:
         """Stop looking ``entry`` up in memory: its row is in the database (or never will be)."""
@@ -225,7 +251,8 @@ class CallLog:
             looked_up = await self._db.run("saving calls", partial(write_batch, batch, prune))
         except StorageError as exc:
             for waiter, entry in batch.waiters:  # those requests fail, their calls not made
-                self._drop(entry)
+                self._written(entry)
+                self._direct.pop(entry.call_id, None)
                 if not waiter.done():
                     waiter.set_exception(exc)
             if self._closing:
@@ -234,6 +261,7 @@ class CallLog:
                 return
             log.error("could not save calls and results (will retry): %s", exc)
             self._pending.accepted[:0] = [a for a in batch.accepted if a.call_id in self._unwritten]
+            self._pending.queued[:0] = batch.queued
             self._pending.finished[:0] = batch.finished
             self._pending.settled[:0] = batch.settled
             self._pending.withdrawn[:0] = batch.withdrawn
@@ -251,7 +279,7 @@ class CallLog:
         for done in batch.finished:
             if self._finished.get(done.call_id) is done:
                 del self._finished[done.call_id]
-            url = looked_up.get(done.call_id) if done.callback is ... else done.callback
+            url = done.callback if done.known else looked_up.get(done.call_id)
             sending = not (self._closing or self._stopping)
             if isinstance(url, str) and self._callbacks is not None and sending:
                 self._callbacks.send(done.call_id, url, done.json())  # else sent after restart

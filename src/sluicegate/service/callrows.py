@@ -1,10 +1,11 @@
 """What the call log keeps about a call, and the one transaction that writes a batch of it.
 
 A row of the ``calls`` table is inserted in state ``accepted`` when the service accepts
-a call (with its ``callback_url`` and ``idempotency_key``) and becomes ``done`` with its
-result view (JSON) when the call ends. A call that ends without an accepted row (its
-row was lost in a crash) gets a complete row then. ``callback_due`` is 1 from the
-moment the result of a call with a callback is written until the callback is settled.
+a call (with its ``callback_url`` and ``idempotency_key``), becomes ``queued`` when
+throttling queued it, and ``done`` with its result view (JSON) when the call ends. A call
+that ends without a row (its row was lost in a crash) gets a complete row then.
+``callback_due`` is 1 from the moment the result of a call with a callback is written
+until the callback is settled.
 """
 
 from __future__ import annotations
@@ -12,19 +13,16 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from dataclasses import dataclass, field
-from types import EllipsisType
-from typing import Literal
 
 from sluicegate.outcomes import INTERRUPTED, AttemptError, CallResult, ErrorKind, Outcome
 from sluicegate.service.callview import view_json
 
-State = Literal["queued", "running", "done"]
-_CHUNK = 500  # parameters per IN (...) lookup, under SQLite's limit
+ACCEPTED, QUEUED, DONE = "accepted", "queued", "done"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Accepted:
-    """A call accepted by the service, before it is submitted to the gate."""
+    """A call accepted by the service; ``queued`` once throttling queued it."""
 
     call_id: str
     org: str
@@ -33,13 +31,16 @@ class Accepted:
     created_at: float
     callback_url: str | None = None
     idempotency_key: str | None = None
+    queued: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
 class Finished:
-    """A finished call whose result is not written yet. ``callback`` is ``None`` when
-    there is none, ``...`` when it is not known in memory (a call recovered and ended
-    before the log started): the write then looks it up."""
+    """A finished call whose result is not written yet.
+
+    ``callback`` is its callback URL when ``known``; a call that waited in a queue holds
+    nothing in memory, so its callback is not known, and the write reads it from the row.
+    """
 
     call_id: str
     org: str
@@ -47,7 +48,8 @@ class Finished:
     journey: str
     at: float
     result: CallResult
-    callback: str | EllipsisType | None
+    callback: str | None
+    known: bool
     _json: str | None = field(default=None, repr=False)
 
     def json(self) -> str:
@@ -57,40 +59,34 @@ class Finished:
         return self._json
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
-    """A call as lookups see it: its state, and its result view (JSON) once done."""
-
-    call_id: str
-    state: State
-    json: str | None = None
-
-
 @dataclass(slots=True)
 class Batch:
     """Everything waiting for the next write."""
 
     accepted: list[Accepted] = field(default_factory=list)
+    queued: list[str] = field(default_factory=list)
     finished: list[Finished] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
     withdrawn: list[str] = field(default_factory=list)
     waiters: list[tuple[asyncio.Future[None], Accepted]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.accepted or self.finished or self.settled or self.withdrawn)
+        return bool(self.accepted or self.queued or self.finished or self.settled
+                    or self.withdrawn)  # fmt: skip
 
 
 def interrupted(call_id: str) -> CallResult:
     """The result given to a call that was running when the engine stopped."""
     error = AttemptError(kind=ErrorKind.NETWORK, message=INTERRUPTED)
-    return CallResult(call_id=call_id, outcome=Outcome.NETWORK_ERROR, attempts=0, slots=0,
-                      queued_ms=0.0, execution_ms=0.0, endpoint="", error=error)  # fmt: skip
+    return CallResult(call_id=call_id, outcome=Outcome.NETWORK_ERROR, attempts=0, retries=0,
+                      slots=0, queued_ms=0.0, execution_ms=0.0, endpoint="",
+                      error=error)  # fmt: skip
 
 
 _INSERT = (
     "INSERT OR IGNORE INTO calls (call_id, org, sandbox, journey, state, callback_url, "
     "idempotency_key, created_at, result, callback_due) "
-    "VALUES (?, ?, ?, ?, 'accepted', ?, ?, ?, NULL, 0)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 0)"
 )
 _DONE = (
     "INSERT INTO calls (call_id, org, sandbox, journey, state, created_at, result, "
@@ -98,18 +94,27 @@ _DONE = (
     "SET state = 'done', result = excluded.result, "
     "callback_due = calls.callback_url IS NOT NULL"
 )
+_DONE_LOOKUP = f"{_DONE} RETURNING callback_url"
 
 
 def write_batch(batch: Batch, prune: float | None, conn: sqlite3.Connection) -> dict[str, str]:
     """Write ``batch`` in one transaction (on the database thread); delete results older
-    than ``prune``. Returns the callback URLs of the ended calls whose callback was not
-    known in memory."""
+    than ``prune``. Returns the callback URLs of the ended calls not ``known``."""
+    found: dict[str, str] = {}
     with conn:
         conn.executemany(_INSERT, [
-            (a.call_id, a.org, a.sandbox, a.journey, a.callback_url, a.idempotency_key,
-             a.created_at) for a in batch.accepted])  # fmt: skip
+            (a.call_id, a.org, a.sandbox, a.journey, QUEUED if a.queued else ACCEPTED,
+             a.callback_url, a.idempotency_key, a.created_at) for a in batch.accepted])  # fmt: skip
+        conn.executemany("UPDATE calls SET state = 'queued' WHERE call_id = ? "
+                         "AND state = 'accepted'", [(i,) for i in batch.queued])  # fmt: skip
         conn.executemany(_DONE, [(f.call_id, f.org, f.sandbox, f.journey, f.at, f.json())
-                                 for f in batch.finished])  # fmt: skip
+                                 for f in batch.finished if f.known])  # fmt: skip
+        for f in batch.finished:
+            if not f.known:
+                row = (f.call_id, f.org, f.sandbox, f.journey, f.at, f.json())
+                (url,) = conn.execute(_DONE_LOOKUP, row).fetchone()
+                if url is not None:
+                    found[f.call_id] = url
         conn.executemany("UPDATE calls SET callback_due = 0 WHERE call_id = ?",
                          [(call_id,) for call_id in batch.settled])  # fmt: skip
         conn.executemany("DELETE FROM calls WHERE call_id = ? AND state != 'done'",
@@ -117,12 +122,4 @@ def write_batch(batch: Batch, prune: float | None, conn: sqlite3.Connection) -> 
         if prune is not None:
             conn.execute("DELETE FROM calls WHERE state = 'done' AND callback_due = 0 "
                          "AND created_at < ?", (prune,))  # fmt: skip
-        unknown = [f.call_id for f in batch.finished if f.callback is ...]
-        found: dict[str, str] = {}
-        for i in range(0, len(unknown), _CHUNK):
-            chunk = unknown[i : i + _CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            found.update(conn.execute(
-                f"SELECT call_id, callback_url FROM calls WHERE call_id IN ({marks}) "
-                "AND callback_url IS NOT NULL", chunk).fetchall())  # fmt: skip
-        return found
+    return found

@@ -2,7 +2,7 @@
 
 One JSON object per call (``docs/api-calls.md`` describes it field by field)::
 
-    {"callId", "state": "done", "outcome", "joStatusCode", "attempts", "slots",
+    {"callId", "state": "done", "outcome", "joStatusCode", "attempts", "retries", "slots",
      "queuedMs", "executionMs", "response": {...} | null, "error", "originError"}
 
 The response body is rendered by what it holds, and ``response.encoding`` says how:
@@ -36,6 +36,7 @@ def view(result: CallResult) -> dict[str, Any]:
         "outcome": result.outcome.value,
         "joStatusCode": result.jo_status_code,
         "attempts": result.attempts,
+        "retries": result.retries,
         "slots": result.slots,
         "queuedMs": round(result.queued_ms, 3),
         "executionMs": round(result.execution_ms, 3),

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from sluicegate.service.problems import Problem
+from sluicegate.service.runtime import Runtime
 from sluicegate.service.tenants import Principal, Role, Sandbox
-
-if TYPE_CHECKING:  # the runtime imports the route modules, which import this one
-    from sluicegate.service.runtime import Runtime
 
 READ = frozenset({Role.ADMIN, Role.EDITOR, Role.VIEWER})
 EDIT = frozenset({Role.ADMIN, Role.EDITOR})

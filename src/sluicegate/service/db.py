@@ -13,7 +13,7 @@ from sluicegate.backends.database import Database
 from sluicegate.reporting import COUNT_COLUMNS
 
 DB_NAME = "service.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sandboxes (org TEXT NOT NULL, name TEXT NOT NULL,
     type TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (org, name));
@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS calls (call_id TEXT PRIMARY KEY, org TEXT NOT NULL,
 CREATE INDEX IF NOT EXISTS calls_by_key ON calls (org, sandbox, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS calls_by_age ON calls (created_at);
-CREATE INDEX IF NOT EXISTS calls_unfinished ON calls (call_id) WHERE state != 'done';
+DROP INDEX IF EXISTS calls_unfinished;
+CREATE INDEX IF NOT EXISTS calls_accepted ON calls (call_id) WHERE state = 'accepted';
 CREATE INDEX IF NOT EXISTS calls_callback_due ON calls (call_id) WHERE callback_due = 1;
 """
 #: Report buckets (see :mod:`sluicegate.service.buckets`): one row per org, sandbox, second,

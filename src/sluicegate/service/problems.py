@@ -4,8 +4,11 @@ Every error response carries ``status``, a stable ``code`` and a readable ``mess
 On the Adobe-compatible configuration API (``/journey/orchestration``) it also carries
 Adobe's envelope, ``error: {code, family, message, service}``, and for an invalid config
 the validation ``errors`` list of canDeploy, so existing Adobe clients read it unchanged.
-Deliberate differences from Adobe: invalid input answers 400, never 500; a lifecycle
-refusal due to what already exists answers 409 Conflict (:data:`CONFLICT_CODES`).
+Every status the service answers is decided here: by the class of the error, and for a
+lifecycle refusal by its Adobe code (:data:`CONFIG_STATUS`). Where Adobe documents a 4xx
+for a code, that is the status; where Adobe answers 500 for a client's mistake (deleting a
+deployed config: 1451, 1456), the answer is 409 Conflict. Invalid input answers 400 (409
+for a name already taken: :data:`INPUT_STATUS`), never 500.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from sluicegate.errors import ConfigError, InvalidConfig, InvalidInput, StorageError
+from sluicegate.errors import AdobeCode, ConfigError, InvalidConfig, InvalidInput, StorageError
 
 ADOBE_PREFIX = "/journey/orchestration"
 
@@ -67,10 +70,16 @@ def responses(descriptions: Mapping[int, str] | None = None) -> dict[int | str, 
     return found
 
 
-#: Lifecycle refusals that conflict with what exists, answered 409 rather than Adobe's
-#: 500 (delete while deployed: 1451 capping, 1456 throttling) or 400 (a second throttling
-#: config in the org: 1465).
-CONFLICT_CODES = frozenset({1451, 1456, 1465})
+#: The status of each lifecycle refusal.
+CONFIG_STATUS = {
+    AdobeCode.DELETE_DEPLOYED_CAPPING: 409,
+    AdobeCode.DELETE_DEPLOYED_THROTTLING: 409,
+    AdobeCode.NON_PROD_SANDBOX: 400,
+    AdobeCode.CREATE_LIMIT: 400,
+    AdobeCode.NOT_FOUND: 404,
+}
+#: Invalid input that is not answered 400.
+INPUT_STATUS = {"SANDBOX_EXISTS": 409}
 
 
 class Problem(Exception):
@@ -108,18 +117,17 @@ async def _problem(request: Request, exc: Exception) -> JSONResponse:
 async def _invalid_config(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InvalidConfig)
     errors = list(exc.details)  # canDeploy's [{errorCode, error}]
-    return problem(request, exc.status, exc.code, exc.message, extra={"errors": errors})
+    return problem(request, 400, exc.code, exc.message, extra={"errors": errors})
 
 
 async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InvalidInput)
-    return problem(request, exc.status, exc.code, exc.message)
+    return problem(request, INPUT_STATUS.get(exc.code, 400), exc.code, exc.message)
 
 
 async def _config_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ConfigError)
-    status = 409 if exc.code in CONFLICT_CODES else exc.status
-    return problem(request, status, exc.code, exc.message)
+    return problem(request, CONFIG_STATUS[exc.code], exc.code.value, exc.message)
 
 
 async def _storage_error(request: Request, exc: Exception) -> JSONResponse:

@@ -18,10 +18,10 @@ from sluicegate.clock import Clock, SystemClock
 from sluicegate.gate import Gate
 from sluicegate.outcomes import CallResult
 from sluicegate.reporting import Reporter
+from sluicegate.service.buckets import ReportBook
 from sluicegate.service.calllog import CallLog
 from sluicegate.service.db import open_db
 from sluicegate.service.journeys import Journeys
-from sluicegate.service.reports import ReportBook
 from sluicegate.service.tenants import Tenants
 from sluicegate.settings import Settings
 from sluicegate.transport import Transport

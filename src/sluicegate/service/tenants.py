@@ -15,9 +15,9 @@ from enum import StrEnum
 
 from sluicegate.backends.database import Database
 from sluicegate.clock import Clock
+from sluicegate.configs import PRODUCTION
 from sluicegate.errors import InvalidInput
 
-PRODUCTION = "production"
 DEVELOPMENT = "development"
 SANDBOX_TYPES = frozenset({PRODUCTION, DEVELOPMENT})
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -131,7 +131,7 @@ class Tenants:
         if type not in SANDBOX_TYPES:
             raise InvalidInput("INVALID_SANDBOX", "type must be 'production' or 'development'")
         if await self.sandbox(org, name) is not None:
-            raise InvalidInput("SANDBOX_EXISTS", f"sandbox {name!r} already exists", status=409)
+            raise InvalidInput("SANDBOX_EXISTS", f"sandbox {name!r} already exists")
         await self._db.execute(
             "creating a sandbox",
             "INSERT INTO sandboxes (org, name, type, created_at) VALUES (?, ?, ?, ?)",

@@ -1,6 +1,6 @@
 """The production transport: one pooled aiohttp session, guarded by the egress policy.
 
-Every hop's URL goes through :meth:`EgressPolicy.check_url` before it is requested, and every
+Every request's URL goes through :meth:`EgressPolicy.check_url` before it is sent, and every
 address a host name resolves to goes through :meth:`EgressPolicy.check_address` inside the
 connector's resolver. aiohttp connects to exactly the addresses the resolver returns (and to
 IP-literal hosts, which ``check_url`` judged), so a connection is only ever made to an
@@ -17,27 +17,27 @@ import asyncio
 import errno
 import os
 import socket
-from collections.abc import Mapping
+from contextvars import ContextVar
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver, AbstractStreamWriter, ResolveResult
+from aiohttp.connector import Connection
 from multidict import CIMultiDictProxy
 from yarl import URL
 
 from sluicegate.egress import EgressPolicy
 from sluicegate.errors import EgressBlocked, TransportError
-from sluicegate.transport import Request, Response
+from sluicegate.transport import Request, Response, Sending
 
 #: Resolved (and checked) addresses are reused this long, so most requests skip DNS.
 DNS_CACHE_SECONDS = 10
-#: Parsed first-hop URLs (and the policy's verdict on each) kept, oldest dropped first.
-HOP_CACHE_SIZE = 4096
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_BODY_HEADERS = frozenset({"content-length", "content-type", "content-encoding"})
-_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+#: Parsed URLs (and the policy's verdict on each) kept, oldest dropped first.
+URL_CACHE_SIZE = 4096
 # IncompleteReadError is an EOFError; TimeoutError and ssl.SSLError are OSErrors. aiohttp
 # raises ValueError for a request it will not write (a header with CR/LF, a bad method).
 _FAILURES = (aiohttp.ClientError, OSError, asyncio.IncompleteReadError, ValueError)
+#: The :class:`Sending` of the request being sent, read by :class:`_WatchedRequest`.
+_SENDING: ContextVar[Sending | None] = ContextVar("sluicegate_sending", default=None)
 
 
 class _Refused(OSError):
@@ -73,86 +73,100 @@ class _CheckingResolver(AbstractResolver):
         await self._inner.close()
 
 
+class _WatchedRequest(aiohttp.ClientRequest):
+    """aiohttp's request, telling the :class:`Sending` of its send when it leaves.
+
+    ``start()`` runs once the connection is ready, before anything is written. The bytes
+    leave either in :meth:`send` itself (no body) or in the body-writing task that it
+    schedules, which writes the buffered headers together with the body: ``done()`` runs
+    after whichever of the two wrote them.
+    """
+
+    _sending: Sending | None = None
+    _reported = False
+
+    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+        sending = self._sending = _SENDING.get()
+        if sending is not None:
+            await sending.start()
+        response = await super().send(conn)
+        if self._writer is None:  # nothing left to write: it is on the wire already
+            self._report()
+        return response
+
+    async def write_bytes(
+        self, writer: AbstractStreamWriter, conn: Connection, content_length: int | None = None
+    ) -> None:
+        try:
+            await super().write_bytes(writer, conn, content_length)
+        finally:
+            self._report()
+
+    def _report(self) -> None:
+        if not self._reported and self._sending is not None:
+            self._reported = True
+            self._sending.done()
+
+
 class AiohttpTransport:
     """A :class:`~sluicegate.transport.Transport` over one keep-alive aiohttp session.
 
     The session is created on the first :meth:`send`, inside the running loop. Its connector
     has no connection limit (the engine enforces ``maxHttpConnections`` itself) and pools
-    connections per host, port and TLS settings. No cookies are kept between calls and no
-    proxy is taken from the environment. Responses are never raised for their status.
+    connections per host, port and TLS settings. No cookies are kept between calls, no
+    proxy is taken from the environment, no redirect is followed, and aiohttp's own re-send
+    of an idempotent request after a dropped keep-alive connection is off: each request
+    that leaves must hold a slot. Responses are never raised for their status.
     """
 
     def __init__(
-        self,
-        *,
-        policy: EgressPolicy,
-        max_body: int,
-        max_redirects: int = 5,
-        connect_timeout: float | None = None,
+        self, *, policy: EgressPolicy, max_body: int, connect_timeout: float | None = None
     ) -> None:
         self._policy = policy
         self._max_body = max_body
-        self._max_redirects = max_redirects
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
         self._resolver: _CheckingResolver | None = None
         self._closed = False
-        self._hops: dict[str, tuple[URL, str | None]] = {}
+        self._urls: dict[str, tuple[URL, str | None]] = {}
 
-    async def send(self, request: Request) -> Response:
-        """Make one attempt, following at most ``max_redirects`` redirects, each one checked.
-
-        When the redirect budget is spent, the last 3xx response is returned as it is.
-        """
+    async def send(self, request: Request, sending: Sending) -> Response:
+        """Send one request; a 3xx comes back as a response like any other status."""
         session = self._session or self._open()
-        method = request.method
-        headers: Mapping[str, str] | None = request.headers or None
-        body = request.body or None
-        url, reason = self._first_hop(request.url)
-        redirects = 0
-        while True:
-            if redirects:
-                reason = self._policy.check_url(str(url))
-            if reason is not None:
-                raise EgressBlocked(reason)
-            try:
-                async with session.request(
-                    method, url, headers=headers, data=body, allow_redirects=False
-                ) as resp:
-                    target = None
-                    if resp.status in _REDIRECTS and redirects < self._max_redirects:
-                        target = _redirect_target(resp)
-                    if target is None:
-                        return await self._response(resp)
-            except _FAILURES as exc:
-                refusal = _refusal(exc)
-                if refusal is not None:
-                    raise EgressBlocked(str(refusal)) from exc
-                raise TransportError(_describe(exc)) from exc
-            redirects += 1
-            if _becomes_get(resp.status, method):
-                method, body = "GET", None
-                headers = _without(headers, _BODY_HEADERS)
-            if _origin(url) != _origin(target):
-                headers = _without(headers, _CREDENTIAL_HEADERS)
-            url = target
+        url, reason = self._parse(request.url)
+        if reason is not None:
+            raise EgressBlocked(reason)
+        token = _SENDING.set(sending)
+        try:
+            async with session.request(
+                request.method, url, headers=request.headers or None, data=request.body or None,
+                allow_redirects=False,
+            ) as resp:  # fmt: skip
+                return await self._response(resp)
+        except _FAILURES as exc:
+            refusal = _refusal(exc)
+            if refusal is not None:
+                raise EgressBlocked(str(refusal)) from exc
+            raise TransportError(_describe(exc)) from exc
+        finally:
+            _SENDING.reset(token)
 
-    def _first_hop(self, raw: str) -> tuple[URL, str | None]:
+    def _parse(self, raw: str) -> tuple[URL, str | None]:
         """The URL as aiohttp will request it, and the policy's verdict on it.
 
         Requested as parsed here, because the policy must judge the host aiohttp connects
         to. Both are kept per URL string (URLs are immutable, the policy fixed), since
         journeys call the same URLs over and over; the cache is bounded.
         """
-        found = self._hops.get(raw)
+        found = self._urls.get(raw)
         if found is None:
             try:
                 url = URL(raw)
             except ValueError as exc:
                 raise EgressBlocked(f"malformed url: {exc}") from exc
-            if len(self._hops) >= HOP_CACHE_SIZE:
-                del self._hops[next(iter(self._hops))]
-            found = self._hops[raw] = (url, self._policy.check_url(str(url)))
+            if len(self._urls) >= URL_CACHE_SIZE:
+                del self._urls[next(iter(self._urls))]
+            found = self._urls[raw] = (url, self._policy.check_url(str(url)))
         return found
 
     async def aclose(self) -> None:
@@ -175,15 +189,20 @@ class AiohttpTransport:
             use_dns_cache=True,
             ttl_dns_cache=DNS_CACHE_SECONDS,
         )
-        self._session = aiohttp.ClientSession(
+        session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             auto_decompress=True,
             raise_for_status=False,
+            request_class=_WatchedRequest,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
         )
-        return self._session
+        # aiohttp re-sends an idempotent request once when a reused connection drops; the
+        # attribute is how its own tests turn that off. The engine decides every retry.
+        session._retry_connection = False
+        self._session = session
+        return session
 
     async def _response(self, resp: aiohttp.ClientResponse) -> Response:
         """Read at most ``max_body`` bytes (one more to detect a longer body), then cut."""
@@ -207,32 +226,6 @@ class AiohttpTransport:
         return Response(
             status=resp.status, headers=_flatten(resp.headers), body=data, truncated=truncated
         )
-
-
-def _redirect_target(resp: aiohttp.ClientResponse) -> URL | None:
-    """Where a 3xx response sends us, resolved against its URL; ``None`` if nowhere usable."""
-    location = resp.headers.get("Location")
-    if not location:
-        return None
-    try:
-        return resp.url.join(URL(location))
-    except ValueError:
-        return None
-
-
-def _origin(url: URL) -> tuple[str, str | None, int | None]:
-    return url.scheme, url.raw_host, url.port
-
-
-def _becomes_get(status: int, method: str) -> bool:
-    """Whether a redirect turns the request into a GET without body, as browsers do."""
-    return (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST")
-
-
-def _without(headers: Mapping[str, str] | None, names: frozenset[str]) -> dict[str, str] | None:
-    if not headers:
-        return None
-    return {k: v for k, v in headers.items() if k.lower() not in names}
 
 
 def _flatten(headers: CIMultiDictProxy[str]) -> dict[str, str]:

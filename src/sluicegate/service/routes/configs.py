@@ -8,7 +8,7 @@ route                                 role    answer
 ====================================  ======  ==============================================
 ``POST /list/{kind}``                 reader  200 ``{results}`` (a body is ignored)
 ``POST /{kind}``                      editor  200 ``{createdElement, uid, uri, resStatus,
-                                              canDeploy}``; throttling: 400 (1463), 409 (1465)
+                                              canDeploy}``; throttling: 400 (1463, 1465)
 ``GET /{kind}/{uid}``                 reader  200 ``{result}``
 ``PUT /{kind}/{uid}``                 editor  200 ``{updatedElement, uid, uri, resStatus,
                                               canDeploy}``
@@ -40,7 +40,8 @@ from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel
 
 from sluicegate.configs import ConfigKind, ConfigRecord, RuleBook
-from sluicegate.service.config_models import (
+from sluicegate.service.context import Context, Editor, Reader
+from sluicegate.service.routes.config_models import (
     CAPPING_BODY,
     IGNORED_BODY,
     THROTTLING_BODY,
@@ -55,7 +56,6 @@ from sluicegate.service.config_models import (
     Updated,
     errors,
 )
-from sluicegate.service.context import Context, Editor, Reader
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,7 +152,7 @@ def _register(k: Kind) -> None:
 
     async def create(request: Request, ctx: Editor) -> dict[str, Any]:
         """Store a new config in state `created` (not enforced until deployed). Throttling:
-        only in a production sandbox (400, code 1463) and one per org (409, code 1465)."""
+        only in a production sandbox (400, code 1463) and one per org (400, code 1465)."""
         rules, payload, by = ctx.runtime.gate.rules, await _payload(request), _actor(ctx, request)
         record = await rules.create(k.kind, **_where(ctx), payload=payload, by=by,
                                     sandbox_type=ctx.sandbox.type)  # fmt: skip

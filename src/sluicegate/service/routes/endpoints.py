@@ -31,13 +31,14 @@ from pydantic import BaseModel, Field
 from sluicegate.call import Service
 from sluicegate.configs import ConfigKind, ConfigRecord
 from sluicegate.gate import Gate
-from sluicegate.matching import throttle_key
+from sluicegate.matching import capping_key, default_key, throttle_key
 from sluicegate.outcomes import Outcome
 from sluicegate.reporting import Tally
 from sluicegate.rules import CappingRule, ThrottlingRule
 from sluicegate.service.buckets import Selection
 from sluicegate.service.context import Context, Reader
 from sluicegate.service.problems import responses
+from sluicegate.throttle import QueueState
 
 WINDOW_SECONDS = 300
 DEFAULT_ERROR_RATE = 0.2
@@ -110,16 +111,17 @@ async def list_endpoints(
     rt, org, sandbox = ctx.runtime, ctx.org, ctx.sandbox.name
     entries: dict[str, EndpointOut] = {}
     for record in rt.gate.rules.list(ConfigKind.CAPPING, org=org, sandbox=sandbox):
-        entries[record.uid] = _capping(rt.gate, record)
+        entries[record.uid] = await _capping(rt.gate, record)
+    queues = {state.key: state for state in await rt.gate.queues()}
     for record in await _throttling_configs(ctx):
-        entries[record.uid] = _throttling(rt.gate, record)
+        entries[record.uid] = await _throttling(rt.gate, record, queues)
     for service, label in sorted(rt.reports.seen(org, sandbox)):
         entry = entries.get(label)
         if entry is None:
             entry = entries[label] = EndpointOut(endpoint=label, kind=_label_kind(label))
         if entry.kind == "host":
             entry.url = label
-            entry.rules.append(_default(ctx, Service(service), label))
+            entry.rules.append(await _default(ctx, Service(service), label))
     now = math.floor(rt.clock.now())
     window = Selection(org=org, sandbox=sandbox, since=now - WINDOW_SECONDS + 1, until=now + 1)
     recent: dict[str, dict[str, Tally]] = {}
@@ -138,14 +140,13 @@ async def _throttling_configs(ctx: Context) -> list[ConfigRecord]:
     return found
 
 
-def _capping(gate: Gate, record: ConfigRecord) -> EndpointOut:
+async def _capping(gate: Gate, record: ConfigRecord) -> EndpointOut:
     rule = record.deployed_rule or record.rule
     assert isinstance(rule, CappingRule)
     enforced = record.deployed_rule is not None
     rules = []
     for service, limit in rule.services.items():
-        # The slot and connection key of a capping rule, as sluicegate.matching builds it.
-        key = f"cap:{record.org}:{record.sandbox}:{record.uid}:{service}"
+        key = capping_key(record.org, record.sandbox, record.uid, service)
         connections = limit.max_http_connections
         rules.append(RuleOut(
             kind="capping", service=service.value, enforced=enforced, uid=record.uid,
@@ -153,42 +154,42 @@ def _capping(gate: Gate, record: ConfigRecord) -> EndpointOut:
             rating={"maxCallsCount": limit.rating.max_calls_count,
                     "periodInMs": limit.rating.period_ms},
             maxHttpConnections=connections,
-            slotsInUse=gate.slots_in_use(key) if enforced else None,
+            slotsInUse=await gate.slots_in_use(key) if enforced else None,
             connectionsInUse=gate.connections_in_use(key) if enforced and connections else None,
         ))  # fmt: skip
     return EndpointOut(endpoint=record.uid, kind="capping", url=rule.url, rules=rules)
 
 
-def _throttling(gate: Gate, record: ConfigRecord) -> EndpointOut:
+async def _throttling(
+    gate: Gate, record: ConfigRecord, queues: Mapping[str, QueueState]
+) -> EndpointOut:
     rule = record.deployed_rule or record.rule
     assert isinstance(rule, ThrottlingRule)
     enforced = record.deployed_rule is not None
     key = throttle_key(record.org, record.uid)
     queue = QueueOut(depth=0, maxThroughput=rule.max_throughput)
-    for state in gate.queues():
-        if state.key == key:
-            queue = QueueOut(depth=state.depth, oldestAgeSeconds=state.oldest_age,
-                             maxThroughput=state.rate)  # fmt: skip
+    if (state := queues.get(key)) is not None:
+        queue = QueueOut(depth=state.depth, oldestAgeSeconds=state.oldest_age,
+                         maxThroughput=state.rate)  # fmt: skip
     found = RuleOut(
         kind="throttling", service=Service.ACTION.value, enforced=enforced, uid=record.uid,
         state=record.state.value, url=rule.url_pattern, methods=sorted(rule.methods),
         maxThroughput=rule.max_throughput,
-        slotsInUse=gate.slots_in_use(key) if enforced else None,
+        slotsInUse=await gate.slots_in_use(key) if enforced else None,
     )  # fmt: skip
     return EndpointOut(endpoint=record.uid, kind="throttling", url=rule.url_pattern,
                        rules=[found], queue=queue)  # fmt: skip
 
 
-def _default(ctx: Context, service: Service, host: str) -> RuleOut:
+async def _default(ctx: Context, service: Service, host: str) -> RuleOut:
     """The cap of a host without a capping config (operator settings)."""
     settings = ctx.runtime.settings
     cap = settings.action_default if service is Service.ACTION else settings.datasource_default
-    # The default window's key, as sluicegate.matching builds it.
-    key = f"default:{service}:{ctx.org}:{ctx.sandbox.name}:{host}"
+    key = default_key(service, ctx.org, ctx.sandbox.name, host)
     return RuleOut(
         kind="default", service=service.value, enforced=True,
         rating={"maxCallsCount": cap.count, "periodInMs": cap.period_ms},
-        slotsInUse=ctx.runtime.gate.slots_in_use(key),
+        slotsInUse=await ctx.runtime.gate.slots_in_use(key),
     )  # fmt: skip
 
 

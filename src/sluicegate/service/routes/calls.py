@@ -1,11 +1,13 @@
 """``/v1/calls``: one HTTP call runs a guarded call and gets its outcome.
 
-``POST /v1/calls`` validates, honours the idempotency key, records the call, submits it
-to the gate under an id chosen here, then waits up to ``waitSeconds`` for its end: 200
-with the result view when it ended, else 202 ``{callId, state}``. ``GET
-/v1/calls/{callId}`` answers the same way later. The call's timeout is its journey's
-declared ``timeoutSeconds``. Routes return JSON they build themselves (the result view
-is stored as JSON and served as it is); the models below document it in OpenAPI.
+``POST /v1/calls`` validates and builds the call, honours the idempotency key, records the
+call, submits it to the gate under an id chosen here, then waits up to ``waitSeconds`` for
+its end: 200 with the result view when it ended, else 202 ``{callId, state}``. Only the
+request waiting holds the call's future: a queued call whose request has answered holds
+nothing in memory. ``GET /v1/calls/{callId}`` answers the same way later. The call's
+timeout is its journey's declared ``timeoutSeconds``. Routes return JSON they build
+themselves (the result view is stored as JSON and served as it is); the models below
+document it in OpenAPI.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 from sluicegate.call import METHOD_ALIASES, METHODS, Call, Service, check_url
 from sluicegate.errors import InvalidCall
 from sluicegate.handle import CallHandle
-from sluicegate.service.calllog import Accepted, CallLog, Found
+from sluicegate.service.calllog import CallLog, Found
+from sluicegate.service.callrows import Accepted
 from sluicegate.service.callview import view_json
 from sluicegate.service.context import Caller, Context
 from sluicegate.service.problems import Problem, responses
@@ -102,7 +105,8 @@ class CallView(BaseModel):
     outcome: Literal["success", "capped", "expired", "timedout", "http_error",
                      "network_error", "blocked"]  # fmt: skip
     joStatusCode: str | None
-    attempts: int
+    attempts: int = Field(description="Requests sent: first attempt, retries, redirect hops")
+    retries: int = Field(description="Retries made (at most 3)")
     slots: int
     queuedMs: float
     executionMs: float
@@ -173,14 +177,13 @@ async def _start(
     if first is not None:
         return first
     try:
-        return await ctx.runtime.gate.submit(
-            org=call.org, sandbox=call.sandbox, journey=call.journey, service=call.service,
-            method=call.method, url=call.url, headers=call.headers, body=call.body,
-            timeout_seconds=call.timeout_seconds, call_id=entry.call_id,
-        )  # fmt: skip
+        handle = await ctx.runtime.gate.submit(call, call_id=entry.call_id)
     except BaseException:
         log.withdraw(entry)
         raise
+    if handle.state == "queued":
+        log.queued(entry)
+    return handle
 
 
 async def _answer(ctx: Context, handle: CallHandle, wait: float) -> Response:
@@ -210,11 +213,11 @@ async def _answer(ctx: Context, handle: CallHandle, wait: float) -> Response:
 
 async def _replay(ctx: Context, call_id: str, wait: float) -> Response:
     """Answer a repeated idempotency key with the first call, never calling again."""
-    handle = ctx.runtime.gate.handle(call_id)
-    if handle is not None:
-        return await _answer(ctx, handle, wait)
+    handle = ctx.runtime.gate.watch(call_id)  # first, so that an end from now on is seen
     found = await ctx.runtime.calls.find(ctx.org, ctx.sandbox.name, call_id)
-    return _found(found or Found(call_id, "queued"))
+    if found is None or found.json is not None:
+        return _found(found or Found(call_id, "queued"))
+    return await _answer(ctx, handle, wait)
 
 
 def _found(found: Found) -> Response:

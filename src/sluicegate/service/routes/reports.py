@@ -15,8 +15,7 @@ Percentiles are the upper bound of the histogram bucket the percentile falls in
 (:data:`~sluicegate.reporting.BOUNDS_MS`), ``null`` without data; ``avg`` is exact. See
 :mod:`sluicegate.reporting` for which calls have a latency. Time series list only the
 intervals that have calls; more than :data:`MAX_INTERVALS` is 400 ``TOO_MANY_BUCKETS``.
-The buckets themselves live in :mod:`sluicegate.service.buckets`; this module's ``router``
-also carries ``GET /v1/endpoints`` (:mod:`sluicegate.service.endpoints`).
+The buckets themselves live in :mod:`sluicegate.service.buckets`.
 """
 
 from __future__ import annotations
@@ -33,12 +32,9 @@ from sluicegate.call import Service
 from sluicegate.errors import InvalidInput
 from sluicegate.records import iso_time
 from sluicegate.reporting import Tally
-from sluicegate.service import endpoints
-from sluicegate.service.buckets import ReportBook, Selection
+from sluicegate.service.buckets import Selection
 from sluicegate.service.context import Context, Reader
 from sluicegate.service.problems import responses
-
-__all__ = ["ReportBook", "router"]
 
 DEFAULT_RANGE_SECONDS = 3600
 MAX_INTERVALS = 20_000
@@ -72,7 +68,6 @@ class Timeseries(BaseModel):
 
 
 router = APIRouter(tags=["reports"], responses=responses())
-router.include_router(endpoints.router)
 
 JourneyFilter = Annotated[str | None, Query(alias="journeyId", description="One journey")]
 ServiceFilter = Annotated[Service | None, Query(description="action or dataSource")]

@@ -1,14 +1,17 @@
-"""A scriptable external system on loopback for the service tests, and ways to wait for I/O.
+"""Loopback parts the tests share: scriptable external systems, free ports, waits for I/O.
 
-Each path answers in its own way (see :meth:`System.handle`). Time-dependent answers wait
-on the test's :class:`~sluicegate.testing.FakeClock`, so no test sleeps for time to pass;
-:func:`until` and :func:`eventually` wait only for real I/O to happen.
+:class:`System` answers each path in its own way (see :meth:`System.handle`); answers that
+depend on time wait on the test's :class:`~sluicegate.testing.FakeClock`, so no test sleeps
+for time to pass. :func:`until` and :func:`eventually` wait only for real I/O to happen.
+(``tests/arrivals.py`` is the other external system: one that records arrival times as the
+kernel saw them, in a process of its own.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,8 +32,10 @@ class System:
     delivered: list[int] = field(default_factory=list)
     callbacks: list[tuple[dict[str, str], Any]] = field(default_factory=list)
     in_flight: int = 0
+    max_in_flight: int = 0
     disconnected: int = 0
     release: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(0))
+    on_request: Callable[[web.Request], object] = lambda request: None
 
     def url(self, path: str) -> str:
         return f"{self.base}/{path}"
@@ -38,6 +43,7 @@ class System:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         hit = self.hits[name] = self.hits.get(name, 0) + 1
+        self.on_request(request)
         match name:
             case "ok":
                 return web.json_response({"path": name}, headers={"X-Seen": str(hit)})
@@ -50,6 +56,19 @@ class System:
                 return web.Response(body=b"\x00\xff", content_type="application/octet-stream")
             case "flaky" if hit <= 2:
                 return web.Response(status=500, text="boom")
+            case "reset" if request.transport is not None:
+                request.transport.close()
+                return web.Response(status=500)
+            case "missing":
+                return web.Response(status=404, text="no such thing")
+            case "hop":
+                return web.Response(status=302, headers={"Location": "/ok"})
+            case "loop":
+                return web.Response(status=302, headers={"Location": "/loop"})
+            case "away":
+                return web.Response(status=302, headers={"Location": "http://10.0.0.1/"})
+            case "later" if hit == 1:
+                return web.Response(status=503, headers={"Retry-After": request.query["after"]})
             case "slow500" if hit == 1:
                 await self.clock.sleep(2)  # answers 500 after 2 s of the test's clock
                 return web.Response(status=500, text="late boom")
@@ -61,10 +80,11 @@ class System:
                 return web.Response(status=500, text="try later")
             case "flakycb":
                 self.callbacks.append((dict(request.headers), await request.json()))
-        return web.json_response({"path": name})
+        return web.json_response({"path": name}, headers={"X-Seen": str(hit)})
 
     async def _hold(self) -> None:
         self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             await self.release.acquire()
         except asyncio.CancelledError:
@@ -122,6 +142,14 @@ async def serve_ok() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 async def until(condition: Callable[[], bool], seconds: float = 5) -> None:

@@ -24,7 +24,7 @@ never the journey, so cardinality stays bounded by the rules and hosts):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -36,15 +36,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from sluicegate.matching import throttle_key
 from sluicegate.reporting import BOUNDS_MS, Tally
 from sluicegate.service.context import READ, principal, runtime
 from sluicegate.service.problems import Problem, responses
+from sluicegate.service.runtime import Runtime
 from sluicegate.service.tenants import Principal
 from sluicegate.throttle import QueueState
-
-if TYPE_CHECKING:  # the runtime imports the route modules' stores
-    from sluicegate.service.runtime import Runtime
 
 LABELS = ("org", "sandbox", "service", "endpoint")
 COUNTERS = {
@@ -69,18 +66,22 @@ async def metrics(
     rt = runtime(request)
     if sandbox is not None and await rt.tenants.sandbox(who.org, sandbox) is None:
         raise Problem(404, "SANDBOX_NOT_FOUND", f"org has no sandbox named {sandbox!r}")
+    queues = [state for state in await rt.gate.queues() if state.org == who.org]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(OrgCollector(rt, who.org, sandbox))
+    registry.register(OrgCollector(rt, who.org, sandbox, queues))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 class OrgCollector(Collector):
     """The series of one org (and optionally one sandbox), read at collection time."""
 
-    def __init__(self, rt: Runtime, org: str, sandbox: str | None) -> None:
+    def __init__(
+        self, rt: Runtime, org: str, sandbox: str | None, queues: list[QueueState]
+    ) -> None:
         self._rt = rt
         self._org = org
         self._sandbox = sandbox
+        self._queue_states = queues
 
     def collect(self) -> Iterator[Metric]:
         yield from self._calls()
@@ -126,23 +127,11 @@ class OrgCollector(Collector):
             "Age of the oldest first attempt waiting in a throttling queue (0 when empty)",
             labels=["org", "queue"],
         )
-        for state in self._rt.gate.queues():
-            uid = _queue_uid(state, self._org)
-            if uid is not None:
-                depth.add_metric([self._org, uid], state.depth)
-                oldest.add_metric([self._org, uid], state.oldest_age or 0.0)
+        for state in self._queue_states:
+            depth.add_metric([self._org, state.uid], state.depth)
+            oldest.add_metric([self._org, state.uid], state.oldest_age or 0.0)
         yield depth
         yield oldest
-
-
-def _queue_uid(state: QueueState, org: str) -> str | None:
-    """The throttling config uid of a queue of ``org``, or None for another org's queue.
-
-    Keys read ``thr:{org}:{uid}`` (:func:`sluicegate.matching.throttle_key`); an org name
-    may hold ``:``, so the key is rebuilt and compared whole, never matched by prefix.
-    """
-    uid = state.key.rsplit(":", 1)[-1]
-    return uid if state.key == throttle_key(org, uid) else None
 
 
 def _buckets(counts: list[int]) -> list[tuple[str, float]]:

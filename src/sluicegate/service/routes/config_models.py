@@ -113,11 +113,11 @@ class Empty(BaseModel):
 
 _ERRORS = {
     400: "Invalid payload (every validation error in `errors`), header or parameter; "
-    "1463: a throttling config outside a production sandbox",
+    "1463: a throttling config outside a production sandbox; 1465: a second throttling "
+    "config in the org",
     404: "Unknown sandbox, or no such config in this org and sandbox (code 14467)",
     409: "The config's state forbids it: deleting a deployed config without "
-    "forceDelete=true (1451 capping, 1456 throttling); a second throttling config in the "
-    "org (1465)",
+    "forceDelete=true (1451 capping, 1456 throttling)",
 }
 
 

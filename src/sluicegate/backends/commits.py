@@ -1,0 +1,105 @@
+"""Group commit: many small writes, one transaction.
+
+Stores on one SQLite file buffer their writes here; one task writes everything buffered in
+one transaction, and whatever arrives meanwhile waits for the next one. Under load one
+commit serves thousands of writes. Batches are numbered: :meth:`GroupCommit.add` tells the
+number of the batch that will hold a write, and :meth:`GroupCommit.committed` waits for
+exactly that batch, so a writer whose batch is already written never waits. Statements are
+written in the order they were added, so a removal added after a push applies after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from functools import partial
+from typing import Any
+
+from sluicegate.backends.database import Database
+from sluicegate.errors import StorageError
+
+_Run = tuple[str, list[tuple[Any, ...]]]  # consecutive writes of one statement
+log = logging.getLogger(__name__)
+
+
+def _commit(runs: list[_Run], conn: sqlite3.Connection) -> None:
+    with conn:
+        for sql, params in runs:
+            conn.executemany(sql, params)
+
+
+class GroupCommit:
+    """The buffered writes of one database, written by one background task."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._runs: list[_Run] = []
+        self._open = 1  # the number of the batch being filled
+        self._written = 0  # every batch up to this one is over
+        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._drainer: asyncio.Task[None] | None = None  # None exactly when nothing is pending
+        self._closed = False
+
+    def add(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Buffer one write; return the number of the batch that will commit it."""
+        if self._closed:
+            raise StorageError(f"{self._db.file} is closed")
+        if self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain(), name=f"commit {self._db.file}")
+        runs = self._runs
+        if runs and runs[-1][0] is sql:
+            runs[-1][1].append(params)
+        else:
+            runs.append((sql, [params]))
+        return self._open
+
+    async def committed(self, batch: int) -> None:
+        """Return once batch ``batch`` is committed (at once if it already is).
+
+        Raises :class:`StorageError` when that batch failed (its writes are lost).
+        Cancelling this wait cancels nothing else.
+        """
+        if batch <= self._written:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(batch, []).append(waiter)
+        await waiter
+
+    async def flush(self) -> None:
+        """Return once every write added before this call is committed."""
+        await self.committed(self._open if self._runs else self._open - 1)
+
+    async def _drain(self) -> None:
+        try:
+            while self._runs:
+                runs, self._runs = self._runs, []
+                batch, self._open = self._open, self._open + 1
+                error: Exception | None = None
+                try:
+                    await self._db.run("writing a batch", partial(_commit, runs))
+                except Exception as exc:
+                    log.error("a batch of %d writes failed: %s", len(runs), exc)
+                    error = exc
+                self._written = batch
+                for waiter in self._waiters.pop(batch, ()):
+                    if waiter.done():  # its writer gave up waiting
+                        continue
+                    if error is None:
+                        waiter.set_result(None)
+                    else:
+                        waiter.set_exception(error)
+        finally:
+            # Normally a no-op; when cancelled (loop shutdown), no writer is left waiting.
+            for waiters in self._waiters.values():
+                for waiter in waiters:
+                    waiter.cancel()
+            self._waiters.clear()
+            self._written = self._open - 1
+            self._runs, self._drainer = [], None
+
+    async def aclose(self) -> None:
+        """Refuse new writes and wait until the buffered ones are written."""
+        self._closed = True
+        if self._drainer is not None:
+            await asyncio.wait({self._drainer})

@@ -1,0 +1,38 @@
+"""``PUT`` and ``GET /v1/journeys/{journeyId}``: a journey's ``timeoutSeconds``, per org
+and sandbox."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from sluicegate.call import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS
+from sluicegate.service.context import Editor, Reader
+from sluicegate.service.problems import responses
+
+
+class JourneyIn(BaseModel):
+    timeoutSeconds: int = Field(ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS, strict=True)
+
+
+class JourneyOut(BaseModel):
+    journeyId: str
+    timeoutSeconds: int
+
+
+router = APIRouter(prefix="/v1/journeys", tags=["journeys"], responses=responses())
+
+
+@router.put("/{journeyId}", response_model=JourneyOut)
+async def put_journey(journeyId: str, body: JourneyIn, ctx: Editor) -> JourneyOut:
+    """Declare a journey's timeout (1..30 s); it applies to calls made from then on."""
+    await ctx.runtime.journeys.set_timeout(ctx.org, ctx.sandbox.name, journeyId,
+                                           body.timeoutSeconds)  # fmt: skip
+    return JourneyOut(journeyId=journeyId, timeoutSeconds=body.timeoutSeconds)
+
+
+@router.get("/{journeyId}", response_model=JourneyOut)
+async def get_journey(journeyId: str, ctx: Reader) -> JourneyOut:
+    """A journey's timeout; 30 s for a journey never declared."""
+    seconds = await ctx.runtime.journeys.timeout(ctx.org, ctx.sandbox.name, journeyId)
+    return JourneyOut(journeyId=journeyId, timeoutSeconds=seconds)
