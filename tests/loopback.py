@@ -10,11 +10,16 @@ kernel saw them, in a process of its own.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -164,3 +169,62 @@ async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5) -
     async with asyncio.timeout(seconds):
         while not await check():  # noqa: ASYNC110 -- each check is a request
             await asyncio.sleep(0.001)
+
+
+SLUICEGATE = [sys.executable, "-m", "sluicegate.cli"]
+
+
+@dataclass
+class Served:
+    """``sluicegate serve --dev`` running in a process of its own, and what it printed."""
+
+    base: str
+    process: asyncio.subprocess.Process
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def token(self) -> str | None:
+        """The development key it printed, if it made one."""
+        return next((w for line in self.lines for w in line.split() if w.startswith("sg_")), None)
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies with whatever it holds in memory."""
+        self.process.kill()
+
+
+@asynccontextmanager
+async def sluicegate_serve(data_dir: Path, *args: str) -> AsyncIterator[Served]:
+    """Run ``sluicegate serve --dev`` on ``data_dir`` for the block (extra ``args`` after),
+    once it is serving. At the end: SIGTERM, then SIGKILL if it has not exited in 20 s."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *SLUICEGATE, "serve", "--dev", "--port", str(port), "--data-dir", str(data_dir), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    served = Served(f"http://127.0.0.1:{port}", process)
+    ready = asyncio.Event()
+
+    async def read() -> None:  # always, so that a full pipe never blocks the server
+        assert process.stdout is not None
+        while line := (await process.stdout.readline()).decode():
+            served.lines.append(line)
+            if "Uvicorn running" in line:
+                ready.set()
+
+    reader = asyncio.create_task(read())
+    try:
+        async with asyncio.timeout(30):
+            await ready.wait()
+        yield served
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(20):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await reader

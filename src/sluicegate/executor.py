@@ -46,6 +46,7 @@ class _Progress:
     held: Grant | None  # the first attempt's throttling slot, until a request takes it
     attempts: int = 0
     retries: int = 0
+    retrying: bool = False  # a retry is due: its first request that leaves makes it one
     slots: int = 0
     waiting: bool = False
     error: AttemptError | None = None
@@ -189,7 +190,7 @@ class Executor:
                 progress.waiting = True
                 await self._clock.sleep(wait.seconds)
                 progress.waiting = False
-            progress.retries += 1
+            progress.retrying = True
 
     async def _exchange(
         self, call: Call, request: Request, resolution: Resolution, progress: _Progress
@@ -234,7 +235,9 @@ class Executor:
                     progress.failed(AttemptError(kind=ErrorKind.CAPPED, message=message))
                     return Outcome.CAPPED
                 watch.grants.append(found)
+            retry, progress.retrying = progress.retrying, False
             progress.attempts += 1
+            progress.retries += retry
             try:
                 if resolution.max_connections is None:
                     response = await self._transport.send(request, watch)
@@ -246,6 +249,7 @@ class Executor:
             except EgressBlocked as exc:
                 if not watch.started:  # refused before anything left: no attempt
                     progress.attempts -= 1
+                    progress.retries -= retry
                 progress.failed(AttemptError(kind=ErrorKind.BLOCKED, message=str(exc)))
                 return Outcome.BLOCKED
             except TransportError as exc:
