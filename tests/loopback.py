@@ -41,6 +41,7 @@ class System:
     disconnected: int = 0
     release: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(0))
     on_request: Callable[[web.Request], object] = lambda request: None
+    connections: Callable[[], int] = lambda: 0  # connections open to it right now
 
     def url(self, path: str) -> str:
         return f"{self.base}/{path}"
@@ -123,6 +124,9 @@ async def serve_system(clock: FakeClock) -> AsyncIterator[System]:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     state.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    server = runner.server
+    assert server is not None
+    state.connections = lambda: len(server.connections)
     try:
         yield state
     finally:

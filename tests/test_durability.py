@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.loopback import serve_system, until
+from tests.loopback import System, serve_system, until
 
 from conftest import API, GUARD_MS, ORG, SANDBOX, capping, deploy, throttling
 from sluicegate.configs import ConfigKind
@@ -51,16 +51,16 @@ CHILD = textwrap.dedent(
 
 
 @pytest.fixture
-async def system(clock: FakeClock) -> AsyncIterator[tuple[str, list[int]]]:
+async def system(clock: FakeClock) -> AsyncIterator[System]:
     """An external system on loopback that records the call number of every delivery."""
     async with serve_system(clock) as served:
-        yield served.base, served.delivered
+        yield served
 
 
-async def test_sigkill_loses_no_queued_call(tmp_path: Path, system: tuple[str, list[int]]) -> None:
+async def test_sigkill_loses_no_queued_call(tmp_path: Path, system: System) -> None:
     """A process killed with SIGKILL while holding a full throttling queue loses nothing:
     after restart every queued call is delivered, in arrival order."""
-    base, delivered = system
+    base, delivered = system.base, system.delivered
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CHILD, str(tmp_path), base,
         stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -77,6 +77,7 @@ async def test_sigkill_loses_no_queued_call(tmp_path: Path, system: tuple[str, l
             child.kill()
             await child.wait()
     assert -signal.SIGKILL == child.returncode
+    await until(lambda: system.connections() == 0)  # what the child sent is all handled
     before = len(delivered)
     assert before < CALLS  # the kill did find calls still queued
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
-from sluicegate.call import METHOD_ALIASES, METHODS, Call, Service, check_url
+from sluicegate.call import METHOD_ALIASES, METHODS, Call, Service, check_url, new_call_id
 from sluicegate.errors import InvalidCall
 from sluicegate.handle import CallHandle
 from sluicegate.service.calllog import CallLog, Found
@@ -147,8 +146,9 @@ async def make_call(body: CallIn, ctx: Caller) -> Response:
                       timeout_seconds=timeout)  # fmt: skip
     if body.callbackUrl is not None:
         _check_callback(body.callbackUrl)
-    entry = Accepted(call_id=uuid.uuid4().hex, org=org, sandbox=sandbox, journey=body.journeyId,
-                     created_at=ctx.runtime.clock.now(), callback_url=body.callbackUrl,
+    now = ctx.runtime.clock.now()
+    entry = Accepted(call_id=new_call_id(now), org=org, sandbox=sandbox, journey=body.journeyId,
+                     created_at=now, callback_url=body.callbackUrl,
                      idempotency_key=body.idempotencyKey)  # fmt: skip
     durable = body.callbackUrl is not None or body.idempotencyKey is not None
     start = _start(ctx, log, entry, call, durable)
