@@ -6,9 +6,10 @@ half are granted and half denied, the mix a limiter under pressure sees. A simul
 clock keeps the runs deterministic and leaves the cost of reading a real clock out of
 every contender alike.
 
-- ``SlidingWindow.acquire``: sluicegate's exact window, bare;
-- ``MemorySlotStore.acquire_now``: the same behind the slot store the gate uses
-  (one :class:`Limit`, looked up by key, as a capped call takes it);
+- ``SlidingWindow.acquire`` + ``stamp``: sluicegate's exact window, bare; a granted slot
+  is stamped as sent at once (every granted request is stamped when it leaves);
+- ``MemorySlotStore.acquire_now`` + ``sent``: the same behind the slot store the gate
+  uses (one :class:`Limit`, looked up by key, as a capped call takes it);
 - ``aiolimiter``: ``has_capacity()``, then ``await acquire()`` for the granted ones, which
   is how a non-blocking check is written with it. It reads the time from its event
   loop, so its loop is replaced by an object whose ``time()`` is the simulated clock.
@@ -29,7 +30,7 @@ from aiolimiter import AsyncLimiter
 
 from measure import Series
 from sluicegate.backends.memory import MemorySlotStore
-from sluicegate.storage import Limit
+from sluicegate.storage import Grant, Limit
 from sluicegate.window import SlidingWindow
 
 LIMIT = 1000
@@ -76,21 +77,28 @@ def _limit() -> Limit:
 
 def run_window(n: int) -> int:
     """``n`` decisions of a bare :class:`SlidingWindow`; the number granted."""
-    acquire = SlidingWindow(limit=LIMIT, period_ms=PERIOD_MS).acquire
+    window = SlidingWindow(limit=LIMIT, period_ms=PERIOD_MS)
+    acquire, stamp = window.acquire, window.stamp
     granted = 0
     for i in range(n):
-        if acquire(i * STEP_US // 1000) == 0:
+        now_ms = i * STEP_US // 1000
+        if acquire(now_ms) == 0:
+            stamp(now_ms)
             granted += 1
     return granted
 
 
 def run_store(n: int) -> int:
     """``n`` decisions of :meth:`MemorySlotStore.acquire_now` with one limit."""
-    acquire = MemorySlotStore().acquire_now
+    store = MemorySlotStore()
+    acquire, sent = store.acquire_now, store.sent
     limits = (_limit(),)
     granted = 0
     for i in range(n):
-        if acquire(limits, i * STEP_US // 1000) == 0:
+        now_ms = i * STEP_US // 1000
+        found = acquire(limits, now_ms)
+        if isinstance(found, Grant):
+            sent(found, now_ms)
             granted += 1
     return granted
 
@@ -139,11 +147,23 @@ def _exactness() -> dict[str, int]:
             return True
         raise RuntimeError("aiolimiter waited although it had capacity")
 
+    def window_decides(i: int) -> bool:
+        now_ms = i * STEP_US // 1000
+        if window.acquire(now_ms):
+            return False
+        window.stamp(now_ms)
+        return True
+
+    def store_decides(i: int) -> bool:
+        now_ms = i * STEP_US // 1000
+        found = store.acquire_now(limits, now_ms)
+        if isinstance(found, Grant):
+            store.sent(found, now_ms)
+        return isinstance(found, Grant)
+
     return {
-        "window": max_in_window(_grant_times(lambda i: window.acquire(i * STEP_US // 1000) == 0)),
-        "store": max_in_window(
-            _grant_times(lambda i: store.acquire_now(limits, i * STEP_US // 1000) == 0)
-        ),
+        "window": max_in_window(_grant_times(window_decides)),
+        "store": max_in_window(_grant_times(store_decides)),
         "aiolimiter": max_in_window(_grant_times(aiolimiter_decides)),
     }
 
@@ -177,8 +197,8 @@ def measure(runner: asyncio.Runner, n: int, repeats: int) -> list[Contender]:
             rates[key].append(rate)
             grants[key] = granted
     names = {
-        "window": "sluicegate SlidingWindow.acquire",
-        "store": "sluicegate MemorySlotStore.acquire_now",
+        "window": "sluicegate SlidingWindow.acquire + stamp",
+        "store": "sluicegate MemorySlotStore.acquire_now + sent",
         "aiolimiter": "aiolimiter has_capacity + acquire",
     }
     return [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,10 +20,6 @@ API = "https://api.example.org"
 GUARD_MS = Settings().send_guard_ms
 
 Handler = Callable[[Request], Response | Awaitable[Response]]
-
-
-def services_required() -> bool:
-    return os.environ.get("SLUICEGATE_REQUIRE_SERVICES") == "1"
 
 
 @pytest.fixture

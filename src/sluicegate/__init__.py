@@ -8,10 +8,11 @@ async with Gate.open("data") as gate:
     if result.outcome is Outcome.CAPPED: ...
 """
 
-from sluicegate.call import CallArgs, Service
+from sluicegate.call import Call, CallArgs, Service
 from sluicegate.clock import Clock, SystemClock
 from sluicegate.configs import ConfigKind, ConfigRecord, RuleBook
 from sluicegate.errors import (
+    AdobeCode,
     ConfigError,
     ConfigNotFound,
     EgressBlocked,
@@ -23,18 +24,21 @@ from sluicegate.errors import (
     TransportError,
 )
 from sluicegate.gate import Gate
-from sluicegate.handle import CallHandle
+from sluicegate.handle import CallHandle, CallState
 from sluicegate.outcomes import AttemptError, CallResult, ErrorKind, Outcome
 from sluicegate.rules import Validation
 from sluicegate.settings import DefaultCap, Settings
 from sluicegate.throttle import QueueState
-from sluicegate.transport import Request, Response, Transport
+from sluicegate.transport import Request, Response, Sending, Transport
 
 __all__ = [
+    "AdobeCode",
     "AttemptError",
+    "Call",
     "CallArgs",
     "CallHandle",
     "CallResult",
+    "CallState",
     "Clock",
     "ConfigError",
     "ConfigKind",
@@ -52,6 +56,7 @@ __all__ = [
     "Request",
     "Response",
     "RuleBook",
+    "Sending",
     "Service",
     "Settings",
     "SluicegateError",

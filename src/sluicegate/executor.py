@@ -30,7 +30,7 @@ from sluicegate.egress import EgressPolicy
 from sluicegate.errors import EgressBlocked, TransportError
 from sluicegate.matching import Resolution
 from sluicegate.outcomes import INTERRUPTED, AttemptError, CallResult, ErrorKind, Outcome
-from sluicegate.redirects import next_hop
+from sluicegate.redirects import REDIRECTS, next_hop
 from sluicegate.retry import RetryPolicy, is_retryable_status
 from sluicegate.storage import Grant, SlotStore, Wait
 from sluicegate.throttle import Throttling
@@ -73,7 +73,8 @@ class _Watch:
             raise TransportError("the transport tried to send the request a second time")
         self.started = True
         for grant in self.grants:
-            await self.store.recorded(grant)
+            if grant.ticket:  # ticket 0: nothing to record
+                await self.store.recorded(grant)
 
     def done(self) -> None:
         if self.started and not self.sent:
@@ -85,11 +86,12 @@ class _Watch:
     def settle(self) -> int:
         """Stamp the slots of a request that started leaving (late is safe: the slot is
         held longer), give back those of one that never did; the number kept."""
-        self.done()
         if not self.started:
             for grant in self.grants:
                 self.store.release(grant)
             return 0
+        if not self.sent:
+            self.done()
         return len(self.grants)
 
 
@@ -138,7 +140,9 @@ class Executor:
         budget = Budget.start(self._clock, call.timeout_seconds)
         progress = _Progress(held=grant)
         headers = call.headers
-        if not any(name.lower() == "idempotency-key" for name in headers):
+        if not headers:
+            headers = {IDEMPOTENCY_HEADER: call_id}
+        elif not any(name.lower() == "idempotency-key" for name in headers):  # theirs wins
             headers = {**headers, IDEMPOTENCY_HEADER: call_id}
         request = Request(method=call.method, url=call.url, headers=headers, body=call.body)
         try:
@@ -171,7 +175,10 @@ class Executor:
     ) -> Outcome:
         """Attempts and retries until an outcome (the caller enforces the deadline)."""
         while True:
-            failure = await self._exchange(call, request, resolution, progress)
+            answer = await self._request(request, resolution, progress)
+            if isinstance(answer, Response) and answer.status in REDIRECTS:
+                answer = await self._redirected(call, request, answer, progress)
+            failure = _judge(answer, progress) if isinstance(answer, Response) else answer
             if isinstance(failure, Outcome):
                 return failure
             last = Outcome.NETWORK_ERROR if failure.status is None else Outcome.HTTP_ERROR
@@ -192,26 +199,26 @@ class Executor:
                 progress.waiting = False
             progress.retrying = True
 
-    async def _exchange(
-        self, call: Call, request: Request, resolution: Resolution, progress: _Progress
-    ) -> Outcome | AttemptError:
-        """One attempt: a request and the redirects it leads to, each hop a request with
-        its own slots. The outcome, or the error of a failure a retry may fix."""
-        for hop in range(self._max_redirects + 1):
-            if hop:
-                reason = self._policy.check_url(request.url)
-                if reason is not None:
-                    progress.failed(AttemptError(kind=ErrorKind.BLOCKED, message=reason))
-                    return Outcome.BLOCKED
-                resolution = self._resolve(replace(call, method=request.method, url=request.url))
+    async def _redirected(
+        self, call: Call, request: Request, response: Response, progress: _Progress
+    ) -> Response | Outcome | AttemptError:
+        """Follow the redirects ``response`` leads to, each hop a request with the slots
+        of its own URL: the last response, or how a hop ended the attempt."""
+        for _ in range(self._max_redirects):
+            following = next_hop(request, response)
+            if following is None:
+                return response
+            reason = self._policy.check_url(following.url)
+            if reason is not None:
+                progress.failed(AttemptError(kind=ErrorKind.BLOCKED, message=reason))
+                return Outcome.BLOCKED
+            request = following
+            resolution = self._resolve(replace(call, method=request.method, url=request.url))
             answer = await self._request(request, resolution, progress)
             if not isinstance(answer, Response):
                 return answer
-            following = next_hop(request, answer) if hop < self._max_redirects else None
-            if following is None:
-                return _judge(answer, progress)
-            request = following
-        raise AssertionError("unreachable: the last hop is never followed")
+            response = answer
+        return response  # the last hop allowed: its 3xx is the answer
 
     async def _request(
         self, request: Request, resolution: Resolution, progress: _Progress

@@ -84,9 +84,8 @@ class Gate:
             max_redirects=settings.max_redirects,
         )  # fmt: skip
         self._running: dict[str, asyncio.Task[CallResult]] = {}
-        self._waiters: weakref.WeakValueDictionary[str, asyncio.Future[CallResult]] = (
-            weakref.WeakValueDictionary()
-        )
+        # Futures of calls someone waits for, held weakly: a dropped handle frees its own.
+        self._waiters: dict[str, weakref.ref[asyncio.Future[CallResult]]] = {}
         self._closing = False
         rules.on_change(self._rule_changed)
 
@@ -264,7 +263,7 @@ class Gate:
         if self._running.get(call_id) is task:
             del self._running[call_id]
         error = None if task.cancelled() else task.exception()
-        future = self._waiters.pop(call_id, None)
+        future = self._waiting(call_id)
         if future is None or future.done():
             return
         if error is not None:
@@ -274,18 +273,31 @@ class Gate:
 
     def _future(self, call_id: str) -> asyncio.Future[CallResult]:
         """The future of ``call_id``'s result, shared by everyone who waits for it."""
-        future = self._waiters.get(call_id)
+        ref = self._waiters.get(call_id)
+        future = None if ref is None else ref()
         if future is None:
-            future = self._waiters[call_id] = asyncio.get_running_loop().create_future()
+            future = asyncio.get_running_loop().create_future()
+            self._waiters[call_id] = weakref.ref(future, partial(self._dropped, call_id))
         return future
+
+    def _dropped(self, call_id: str, ref: weakref.ref[asyncio.Future[CallResult]]) -> None:
+        """Nobody holds the future of ``call_id`` any more: forget it."""
+        if self._waiters.get(call_id) is ref:
+            del self._waiters[call_id]
+
+    def _waiting(self, call_id: str) -> asyncio.Future[CallResult] | None:
+        """The future of ``call_id`` if someone holds it; it is forgotten either way."""
+        ref = self._waiters.pop(call_id, None)
+        return None if ref is None else ref()
 
     def _report(self, call: Call, result: CallResult) -> CallResult:
         self.counters.record(call, result)
         if self._reporter is not None:
             self._reporter.record(call, result)
-        future = self._waiters.pop(result.call_id, None)
-        if future is not None and not future.done():
-            future.set_result(result)
+        if self._waiters:  # most calls have nobody waiting but their caller
+            future = self._waiting(result.call_id)
+            if future is not None and not future.done():
+                future.set_result(result)
         return result
 
     def _deployed_rate(self, key: str) -> int | None:

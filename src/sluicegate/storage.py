@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from sluicegate.call import Call
 
@@ -26,17 +26,17 @@ class Limit:
     period_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(NamedTuple):
     """One slot reserved in each of ``limits``, until its request is sent or given up.
-    ``ticket`` is the store's name for the reservation."""
+    ``ticket`` is the store's name for the reservation; 0 when the store keeps nothing
+    that would need recording. (A named tuple rather than a dataclass: one is made for
+    every request.)"""
 
     limits: Sequence[Limit]
     ticket: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Wait:
+class Wait(NamedTuple):
     """No slot now: one may free in ``ms`` milliseconds (at least 1), so a queue knows
     when to look again."""
 
@@ -115,7 +115,8 @@ class QueueStore(Protocol):
 
     async def push(self, item: QueuedCall) -> None:
         """Append ``item`` to its queue; when this returns, it survives a crash. The
-        queue's depth counts it from the call on, so no later call can overtake it."""
+        queue's depth counts it from the call on, so no later call can overtake it. Call
+        ids are unique: pushing one the store holds is a caller's mistake."""
         ...
 
     async def claim(self, queue: str, count: int) -> list[QueuedCall]:

@@ -38,8 +38,12 @@ class MemorySlotStore:
     def acquire_now(self, limits: Sequence[Limit], now_ms: int) -> Grant | Wait:
         """The synchronous core of :meth:`acquire`."""
         if len(limits) == 1:
-            wait = self.window(limits[0]).acquire(now_ms)
-            return Grant(limits) if wait == 0 else Wait(wait)
+            limit = limits[0]
+            window = self._windows.get(limit.key)
+            if window is None or window.limit != limit.count or window.period_ms != limit.period_ms:
+                window = self.window(limit)
+            wait = window.acquire(now_ms)
+            return Wait(wait) if wait else Grant(limits)
         windows = [self.window(limit) for limit in limits]
         wait = max(window.wait_ms(now_ms) for window in windows)
         if wait:
@@ -55,8 +59,9 @@ class MemorySlotStore:
         return None
 
     def sent(self, grant: Grant, sent_ms: int) -> None:
+        windows = self._windows
         for limit in grant.limits:
-            self._windows[limit.key].stamp(sent_ms)
+            windows[limit.key].stamp(sent_ms)
 
     def release(self, grant: Grant) -> None:
         for limit in grant.limits:
