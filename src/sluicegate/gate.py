@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple, Unpack, overload
+from typing import Any, Unpack, overload
 
 from sluicegate.call import Call, CallArgs, new_call_id
 from sluicegate.clock import Clock, SystemClock
@@ -36,13 +36,6 @@ from sluicegate.storage import Backend, Grant, QueuedCall
 from sluicegate.throttle import QueueState, Throttling
 from sluicegate.transport import Transport
 from sluicegate.wiring import default_transport, open_backend
-
-
-class _Ready(NamedTuple):
-    """A call let in: what applies to it, and its throttling slot if it needs one."""
-
-    resolution: Resolution
-    grant: Grant | None
 
 
 class Gate:
@@ -141,18 +134,15 @@ class Gate:
         """
         call = call if call is not None else Call.build(**args)
         call_id = new_call_id(self._clock.now())
-        ready = await self._admit(call, call_id)
-        if isinstance(ready, _Ready):
-            return await self._run(call, call_id, ready.resolution, ready.grant)
-        if ready is not None:
-            return ready
-        future = self._future(call_id)  # queued: the dispatcher will run it
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if not self._closing:  # the caller gave up: the call leaves its queue
-                await self._backend.queue.remove(call_id)
-            raise
+        resolution = self._door(call, call_id)
+        if isinstance(resolution, CallResult):
+            return resolution
+        grant = None
+        if resolution.throttle is not None:
+            grant = await self._throttling.admit(call_id, call, resolution.throttle)
+            if grant is None:
+                return await self._queued(call_id)
+        return await self._run(call, call_id, resolution, grant)
 
     @overload
     async def submit(self, call: Call, /, *, call_id: str | None = None) -> CallHandle: ...
@@ -171,10 +161,16 @@ class Gate:
         call = call if call is not None else Call.build(**args)
         call_id = call_id or new_call_id(self._clock.now())
         future = self._future(call_id)
-        ready = await self._admit(call, call_id)
-        if isinstance(ready, _Ready):
-            self._spawn(call_id, self._run(call, call_id, ready.resolution, ready.grant))
-        return CallHandle(call_id, future, queued=ready is None, running=self.running)
+        resolution = self._door(call, call_id)
+        queued = False
+        if not isinstance(resolution, CallResult):
+            grant = None
+            if resolution.throttle is not None:
+                grant = await self._throttling.admit(call_id, call, resolution.throttle)
+                queued = grant is None
+            if not queued:
+                self._spawn(call_id, self._run(call, call_id, resolution, grant))
+        return CallHandle(call_id, future, queued=queued, running=self.running)
 
     def watch(self, call_id: str) -> CallHandle:
         """A handle on a call submitted earlier (here, or before a restart) that may still
@@ -204,18 +200,25 @@ class Gate:
         """Requests holding one of the connections of ``key`` right now."""
         return self._connections.in_use(key)
 
-    async def _admit(self, call: Call, call_id: str) -> _Ready | CallResult | None:
-        """Let ``call`` in, end it at the door (``blocked``), or queue it (``None``)."""
+    def _door(self, call: Call, call_id: str) -> Resolution | CallResult:
+        """What applies to ``call``, or how it ended at the door (``blocked``)."""
         reason = self._policy.check_url(call.url)
-        if reason is not None:
-            error = AttemptError(kind=ErrorKind.BLOCKED, message=reason)
-            return self._report(call, _ended(call_id, Outcome.BLOCKED, call.parts.hostname or "",
-                                             error))  # fmt: skip
-        resolution = self.rules.resolve(call)
-        if resolution.throttle is None:
-            return _Ready(resolution, None)
-        grant = await self._throttling.admit(call_id, call, resolution.throttle)
-        return None if grant is None else _Ready(resolution, grant)
+        if reason is None:
+            return self.rules.resolve(call)
+        error = AttemptError(kind=ErrorKind.BLOCKED, message=reason)
+        return self._report(call, _ended(call_id, Outcome.BLOCKED, call.parts.hostname or "",
+                                         error))  # fmt: skip
+
+    async def _queued(self, call_id: str) -> CallResult:
+        """The result of a queued call, once a dispatcher has run it. A caller who gives up
+        waiting takes the call out of its queue (unless the gate is closing)."""
+        future = self._future(call_id)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if not self._closing:
+                await self._backend.queue.remove(call_id)
+            raise
 
     async def _run(
         self,
