@@ -8,8 +8,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NotRequired, TypedDict, Unpack
-from urllib.parse import SplitResult, urlsplit
+from typing import NamedTuple, NotRequired, TypedDict, Unpack
+from urllib.parse import urlsplit
 
 from sluicegate.errors import InvalidCall
 
@@ -67,8 +67,9 @@ class Call:
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
 
     @property
-    def parts(self) -> SplitResult:
-        return urlsplit(self.url)
+    def target(self) -> Target:
+        """The parsed URL (cached by URL)."""
+        return check_url(self.url)
 
     @classmethod
     def build(cls, **args: Unpack[CallArgs]) -> Call:
@@ -156,17 +157,32 @@ def check_headers(headers: Mapping[str, str]) -> None:
             raise InvalidCall("INVALID_HEADER", f"header {name!r} has an invalid value")
 
 
+class Target(NamedTuple):
+    """A call's URL, parsed once: what the egress policy and the rules read of it. The
+    host is lower-case, the port explicit (80/443 when the URL names none), the path
+    ``/`` when empty; query and fragment play no part."""
+
+    scheme: str
+    netloc: str
+    host: str
+    port: int
+    path: str
+
+
 @functools.lru_cache(maxsize=4096)
-def check_url(url: str) -> SplitResult:
-    """Parse an absolute http(s) URL with a host; raise :class:`InvalidCall` otherwise.
-    Cached: journeys call the same URLs over and over (errors are not cached)."""
+def check_url(url: str) -> Target:
+    """Parse an absolute URL with a host; raise :class:`InvalidCall` otherwise. Cached:
+    the door, the egress policy and the rules all read it (errors are not cached)."""
     if not isinstance(url, str) or not url:
         raise InvalidCall("INVALID_URL", "url must be a non-empty string")
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError on a port that is not a number
+        port = parts.port
     except ValueError as exc:
         raise InvalidCall("INVALID_URL", f"malformed url {url!r}: {exc}") from None
-    if not parts.scheme or not parts.hostname:
+    host = parts.hostname
+    if not parts.scheme or not host:
         raise InvalidCall("INVALID_URL", f"url must be absolute with a host, not {url!r}")
-    return parts
+    if port is None:
+        port = DEFAULT_PORTS.get(parts.scheme, 0)
+    return Target(parts.scheme, parts.netloc, host, port, parts.path or "/")

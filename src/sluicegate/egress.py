@@ -102,6 +102,10 @@ class EgressPolicy:
             return f"malformed url: {exc}"
         return self._judge_origin(parts.scheme, parts.netloc)
 
+    def check_origin(self, scheme: str, netloc: str) -> str | None:
+        """:meth:`check_url` for a URL already split: its scheme and ``host[:port]``."""
+        return self._judge_origin(scheme, netloc)
+
     def check_address(self, host: str, address: str) -> str | None:
         """Refusal reason for connecting to ``address``, which ``host`` resolved to; or ``None``."""
         if _normalize_host(host) in self._hosts:

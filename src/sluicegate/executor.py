@@ -235,7 +235,8 @@ class Executor:
                 watch.grants.append(await self._throttling.wait_retry(resolution.throttle))
                 progress.waiting = False
             if resolution.capping:
-                found = await self._slots.acquire(resolution.capping, self._now_ms())
+                now_ms = int(self._clock.now() * 1000)
+                found = await self._slots.acquire(resolution.capping, now_ms)
                 if isinstance(found, Wait):
                     later = " for the retry" if progress.attempts else ""
                     message = f"no capping slot{later}"
@@ -271,9 +272,6 @@ class Executor:
             return error
         finally:
             progress.slots += watch.settle()
-
-    def _now_ms(self) -> int:
-        return int(self._clock.now() * 1000)
 
 
 def _judge(response: Response, progress: _Progress) -> Outcome | AttemptError:

@@ -202,12 +202,12 @@ class Gate:
 
     def _door(self, call: Call, call_id: str) -> Resolution | CallResult:
         """What applies to ``call``, or how it ended at the door (``blocked``)."""
-        reason = self._policy.check_url(call.url)
+        target = call.target
+        reason = self._policy.check_origin(target.scheme, target.netloc)
         if reason is None:
             return self.rules.resolve(call)
         error = AttemptError(kind=ErrorKind.BLOCKED, message=reason)
-        return self._report(call, _ended(call_id, Outcome.BLOCKED, call.parts.hostname or "",
-                                         error))  # fmt: skip
+        return self._report(call, _ended(call_id, Outcome.BLOCKED, target.host, error))
 
     async def _queued(self, call_id: str) -> CallResult:
         """The result of a queued call, once a dispatcher has run it. A caller who gives up

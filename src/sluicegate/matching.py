@@ -14,11 +14,12 @@ patterns that match, the most specific wins (most literal characters), then the 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from sluicegate.call import DEFAULT_PORTS, Call, Service
+from sluicegate.call import Call, Service, check_url
+from sluicegate.errors import InvalidCall
 from sluicegate.rules import CappingRule, ServiceLimit, ThrottlingRule
 from sluicegate.settings import Settings
 from sluicegate.storage import Limit
@@ -73,7 +74,7 @@ class UrlPattern:
         """Whether ``url`` matches; a URL that does not parse matches nothing."""
         try:
             where, path = locate(url)
-        except ValueError:
+        except InvalidCall:
             return False
         return where == self.where and self.matches_path(path)
 
@@ -111,12 +112,10 @@ def throttle_limit(key: str, rate: int, guard_ms: int) -> Limit:
 
 
 def locate(url: str) -> tuple[_Where, str]:
-    """``((scheme, host, port), path)`` of a call URL, normalized like a pattern."""
-    parts = urlsplit(url)
-    port = parts.port
-    if port is None:
-        port = DEFAULT_PORTS.get(parts.scheme, 0)
-    return (parts.scheme, parts.hostname or "", port), parts.path or "/"
+    """``((scheme, host, port), path)`` of a call URL, normalized like a pattern;
+    :class:`~sluicegate.errors.InvalidCall` if it is not one."""
+    target = check_url(url)
+    return (target.scheme, target.host, target.port), target.path
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,10 +159,15 @@ class Resolver:
 
     Rules are indexed by org (+ sandbox for capping) and by ``(scheme, host, port)``, each
     bucket sorted best first, so a call looks only at the patterns of its own endpoint.
-    Results are cached; a change of rules means a new resolver, hence a fresh cache.
+    Results are cached by URL; and since every URL one rule matches on one host resolves
+    alike, results are shared by what they were made of (paths often carry ids: a
+    resolution per distinct URL would cost memory and time for the same answer). A
+    change of rules means a new resolver, hence fresh caches.
     """
 
-    __slots__ = ("_allowlist", "_cache", "_capping", "_guard", "_settings", "_throttling")
+    __slots__ = (
+        "_allowlist", "_cache", "_capping", "_guard", "_settings", "_shared", "_throttling",
+    )  # fmt: skip
 
     def __init__(self, settings: Settings, rules: Iterable[DeployedRule]) -> None:
         self._settings = settings
@@ -185,7 +189,8 @@ class Resolver:
                 self._capping.setdefault(key, []).append((pattern, uid, rule))
             else:
                 self._throttling.setdefault((org, pattern.where), []).append((pattern, uid, rule))
-        self._cache: dict[tuple[object, ...], Resolution] = {}
+        self._cache: OrderedDict[tuple[object, ...], Resolution] = OrderedDict()
+        self._shared: OrderedDict[tuple[object, ...], Resolution] = OrderedDict()
 
     def resolve(self, call: Call) -> Resolution:
         """What applies to ``call``; the same answer for the same rules, org and URL."""
@@ -193,23 +198,33 @@ class Resolver:
         resolution = self._cache.get(key)
         if resolution is None:
             where, path = locate(call.url)
-            resolution = self._resolve(call, where, path)
-            if len(self._cache) >= CACHE_SIZE:
-                del self._cache[next(iter(self._cache))]
-            self._cache[key] = resolution
+            throttling = self._throttling_rule(call, where, path)
+            capping = self._capping_rule(call, where, path)
+            # What the answer is made of; within one snapshot of the rules, a uid says it all.
+            made_of = (call.org, call.sandbox, call.service, where[1],
+                       throttling and throttling[0], capping and capping[0])  # fmt: skip
+            resolution = self._shared.get(made_of)
+            if resolution is None:
+                resolution = _remember(
+                    self._shared, made_of, self._resolve(call, where[1], throttling, capping)
+                )
+            _remember(self._cache, key, resolution)
         return resolution
 
-    def _resolve(self, call: Call, where: _Where, path: str) -> Resolution:
-        org, sandbox, service, host = call.org, call.sandbox, call.service, where[1]
+    def _resolve(
+        self,
+        call: Call,
+        host: str,
+        throttling: tuple[str, ThrottlingRule] | None,
+        matched: tuple[str, ServiceLimit] | None,
+    ) -> Resolution:
+        org, sandbox, service = call.org, call.sandbox, call.service
         throttle = None
-        if service is Service.ACTION:
-            for pattern, uid, throttling in self._throttling.get((org, where), ()):
-                if call.method in throttling.methods and pattern.matches_path(path):
-                    rate = throttling.max_throughput
-                    throttle = ThrottleTarget(key=throttle_key(org, uid), uid=uid, rate=rate)
-                    break
+        if throttling is not None:
+            uid, rule = throttling
+            throttle = ThrottleTarget(key=throttle_key(org, uid), uid=uid,
+                                      rate=rule.max_throughput)  # fmt: skip
         default = self._default(call, host)
-        matched = self._capping_rule(call, where, path)
         if matched is None:
             return Resolution(
                 endpoint=host,
@@ -235,6 +250,16 @@ class Resolver:
             throttle=throttle,
         )
 
+    def _throttling_rule(
+        self, call: Call, where: _Where, path: str
+    ) -> tuple[str, ThrottlingRule] | None:
+        """The uid and rule of the org's throttling config for ``call``, if any."""
+        if call.service is Service.ACTION:
+            for pattern, uid, rule in self._throttling.get((call.org, where), ()):
+                if call.method in rule.methods and pattern.matches_path(path):
+                    return uid, rule
+        return None
+
     def _capping_rule(
         self, call: Call, where: _Where, path: str
     ) -> tuple[str, ServiceLimit] | None:
@@ -252,3 +277,13 @@ class Resolver:
         cap = settings.action_default if action else settings.datasource_default
         key = default_key(call.service, call.org, call.sandbox, host)
         return Limit(key=key, count=cap.count, period_ms=cap.period_ms + self._guard)
+
+
+def _remember(cache: OrderedDict[tuple[object, ...], Resolution], key: tuple[object, ...],
+              resolution: Resolution) -> Resolution:  # fmt: skip
+    """Keep ``resolution`` under ``key`` in a cache bounded to :data:`CACHE_SIZE` entries,
+    the oldest leaving first (O(1), where a dict's oldest key is not)."""
+    if len(cache) >= CACHE_SIZE:
+        cache.popitem(last=False)
+    cache[key] = resolution
+    return resolution

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -73,38 +74,39 @@ class MemorySlotStore:
 
 
 class MemoryQueueStore:
-    """Each queue an insertion-ordered dict; claimed calls wait aside, by push order."""
+    """Each queue an ordered dict (taking its head is O(1)); claimed calls wait aside."""
 
     __slots__ = ("_claimed", "_order", "_queues", "_seq")
 
     def __init__(self) -> None:
-        self._queues: dict[str, dict[str, QueuedCall]] = {}
+        self._queues: dict[str, OrderedDict[str, QueuedCall]] = {}
         self._claimed: dict[str, QueuedCall] = {}
         self._order: dict[str, int] = {}  # call id -> push sequence, to reclaim in order
         self._seq = itertools.count()
 
     async def push(self, item: QueuedCall) -> None:
-        self._queues.setdefault(item.queue, {})[item.call_id] = item
+        self._queues.setdefault(item.queue, OrderedDict())[item.call_id] = item
         self._order[item.call_id] = next(self._seq)
 
     async def claim(self, queue: str, count: int) -> list[QueuedCall]:
         waiting = self._queues.get(queue)
         taken: list[QueuedCall] = []
         while waiting and len(taken) < count:
-            item = waiting.pop(next(iter(waiting)))
+            _, item = waiting.popitem(last=False)
             self._claimed[item.call_id] = item
             taken.append(item)
         return taken
 
     async def expire(self, queue: str, cutoff: float) -> tuple[list[QueuedCall], float | None]:
-        waiting = self._queues.get(queue, {})
+        waiting = self._queues.get(queue, OrderedDict())
         expired: list[QueuedCall] = []
-        for call_id, item in list(waiting.items()):
-            if item.enqueued_at > cutoff:
-                return expired, item.enqueued_at
-            del waiting[call_id]
-            del self._order[call_id]
-            expired.append(item)
+        while waiting:
+            head = next(iter(waiting.values()))
+            if head.enqueued_at > cutoff:
+                return expired, head.enqueued_at
+            waiting.popitem(last=False)
+            del self._order[head.call_id]
+            expired.append(head)
         return expired, None
 
     async def remove(self, call_id: str) -> None:
@@ -117,11 +119,11 @@ class MemoryQueueStore:
 
     async def reclaim(self) -> None:
         for item in self._claimed.values():
-            self._queues.setdefault(item.queue, {})[item.call_id] = item
+            self._queues.setdefault(item.queue, OrderedDict())[item.call_id] = item
         self._claimed.clear()
         for queue, waiting in self._queues.items():
             ordered = sorted(waiting.values(), key=lambda item: self._order[item.call_id])
-            self._queues[queue] = {item.call_id: item for item in ordered}
+            self._queues[queue] = OrderedDict((item.call_id, item) for item in ordered)
 
     def depth(self, queue: str) -> int:
         return len(self._queues.get(queue, ()))

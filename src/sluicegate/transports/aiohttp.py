@@ -17,6 +17,7 @@ import asyncio
 import errno
 import os
 import socket
+from collections import OrderedDict
 from contextvars import ContextVar
 
 import aiohttp
@@ -128,7 +129,7 @@ class AiohttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self._resolver: _CheckingResolver | None = None
         self._closed = False
-        self._urls: dict[str, tuple[URL, str | None]] = {}
+        self._urls: OrderedDict[str, tuple[URL, str | None]] = OrderedDict()
 
     async def send(self, request: Request, sending: Sending) -> Response:
         """Send one request; a 3xx comes back as a response like any other status."""
@@ -165,7 +166,7 @@ class AiohttpTransport:
             except ValueError as exc:
                 raise EgressBlocked(f"malformed url: {exc}") from exc
             if len(self._urls) >= URL_CACHE_SIZE:
-                del self._urls[next(iter(self._urls))]
+                self._urls.popitem(last=False)
             found = self._urls[raw] = (url, self._policy.check_url(str(url)))
         return found
 
