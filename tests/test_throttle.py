@@ -135,3 +135,21 @@ async def test_queued_calls_hold_no_task() -> None:
     await settle()
     assert (998, 1) == (seen.store.depth(TARGET.key), len(asyncio.all_tasks()) - before)
     await throttling.aclose()
+
+
+async def test_a_queue_whose_slots_all_went_to_retries_keeps_draining() -> None:
+    """When retries take every slot that frees, the queued calls wait for the next ones,
+    and get them: the dispatcher does not stop while calls are queued."""
+    seen = Seen()
+    clock, throttling = seen.clock, seen.throttling()
+    for n in range(4):
+        await admit(throttling, n)
+    retries = [asyncio.create_task(throttling.wait_retry(TARGET)) for _ in range(2)]
+    await settle()
+    await clock.advance(PERIOD)
+    assert ([True, True], []) == ([r.done() for r in retries], seen.dispatched)
+    for retry in retries:
+        seen.slots.sent(retry.result(), int(clock.now() * 1000))
+    await clock.advance(PERIOD)
+    assert ["c2", "c3"] == seen.dispatched
+    await throttling.aclose()

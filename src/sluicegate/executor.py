@@ -71,10 +71,10 @@ class _Watch:
     async def start(self) -> None:
         if self.started:  # a transport must never send a request twice on one slot
             raise TransportError("the transport tried to send the request a second time")
-        self.started = True
         for grant in self.grants:
             if grant.ticket:  # ticket 0: nothing to record
                 await self.store.recorded(grant)
+        self.started = True  # from here on, bytes may leave
 
     def done(self) -> None:
         if self.started and not self.sent:
@@ -238,8 +238,9 @@ class Executor:
                 now_ms = int(self._clock.now() * 1000)
                 found = await self._slots.acquire(resolution.capping, now_ms)
                 if isinstance(found, Wait):
-                    later = " for the retry" if progress.attempts else ""
-                    message = f"no capping slot{later}"
+                    message = "no capping slot"
+                    if progress.attempts:
+                        message += " for the retry" if progress.retrying else " for the redirect"
                     progress.failed(AttemptError(kind=ErrorKind.CAPPED, message=message))
                     return Outcome.CAPPED
                 watch.grants.append(found)

@@ -17,6 +17,7 @@ the config is undeployed or gone (the rate stored with its head call, after a re
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from sluicegate.storage import Grant, Limit, QueuedCall, QueueStore, SlotStore, 
 
 #: Slots taken, and calls claimed, in one round of a dispatcher.
 BATCH = 64
+#: Seconds before a dispatcher that failed tries again.
+RETRY_AFTER = 1.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,6 +169,16 @@ class _Dispatcher:
             self._task = asyncio.create_task(self._run(), name=f"dispatch {self.key}")
 
     async def _run(self) -> None:
+        """Drain; a failure (the store unavailable, say) is logged and the drain tried
+        again a little later: a dispatcher that died would leave its queue stuck."""
+        while True:
+            try:
+                return await self._drain()
+            except Exception:
+                log.exception("throttling queue %s: dispatching failed; trying again", self.key)
+                await self._throttling._clock.sleep(RETRY_AFTER)
+
+    async def _drain(self) -> None:
         t = self._throttling
         clock, slots, store = t._clock, t._slots, t._store
         expires: float | None = None  # when the head call expires (None: look now)
@@ -188,20 +202,14 @@ class _Dispatcher:
                     wait = found
                     break
                 grants.append(found)
-            for grant in grants:  # durable before its call starts: starts keep their order
-                await slots.recorded(grant)
-            while grants and self.retries:
-                waiter = self.retries.popleft()
-                if waiter.done():
-                    continue
-                waiter.set_result(grants.pop())
-            if grants:
-                items = await store.claim(self.key, len(grants))
-                for item, grant in zip(items, grants, strict=False):
-                    t._dispatched(item, grant)
-                for grant in grants[len(items) :]:
+            try:
+                handed = await self._hand_over(grants)
+            except BaseException:
+                for grant in grants:  # not handed over: nothing left with them
                     slots.release(grant)
-                if not items and not self.retries and not self._poked:
+                raise
+            if handed is not None:
+                if handed is False and not self.retries and not self._poked:
                     return  # the depth counted calls not written yet: their push pokes
                 await asyncio.sleep(0)  # let the dispatched calls and the others run
             elif wait is not None:
@@ -211,6 +219,28 @@ class _Dispatcher:
                 await clock.sleep(pause)
             elif not wanted and not self._poked:
                 return
+
+    async def _hand_over(self, grants: list[Grant]) -> bool | None:
+        """Give ``grants`` to the retries waiting, then to the head of the queue. ``None``
+        when there were none; False when the queue had no call to take those left. A grant
+        leaves ``grants`` when it is handed over or given back."""
+        if not grants:
+            return None
+        t = self._throttling
+        for grant in grants:  # durable before its call starts: starts keep their order
+            await t._slots.recorded(grant)
+        while grants and self.retries:
+            waiter = self.retries.popleft()
+            if not waiter.done():
+                waiter.set_result(grants.pop())
+        if not grants:
+            return True
+        items = await t._store.claim(self.key, len(grants))
+        for item in items:
+            t._dispatched(item, grants.pop(0))
+        while grants:
+            t._slots.release(grants.pop())
+        return bool(items)
 
     async def aclose(self) -> None:
         if self._task is not None:
