@@ -56,3 +56,21 @@ async def test_a_deadline_already_past_cancels_at_once() -> None:
     with pytest.raises(TimeoutError):
         async with clock.deadline(clock.now() - 1):
             await asyncio.sleep(10)
+
+
+async def test_a_cancel_from_outside_is_not_turned_into_a_timeout() -> None:
+    """A task cancelled by someone else inside the block gets CancelledError: only the
+    deadline's own cancellation becomes a timeout."""
+    clock = SystemClock()
+    entered = asyncio.Event()
+
+    async def blocked() -> None:
+        async with clock.deadline(clock.now() + 0.02):
+            entered.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(blocked())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -76,45 +76,61 @@ class _Wheel:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._slices: dict[int, set[asyncio.Timeout]] = {}
+        self._slices: dict[int, set[_Deadline]] = {}
 
-    def add(self, when: float, timeout: asyncio.Timeout) -> int:
+    def add(self, when: float, deadline: _Deadline) -> int:
         index = math.ceil(when / RESOLUTION)
         members = self._slices.get(index)
         if members is None:
             members = self._slices[index] = set()
             self.loop.call_at(index * RESOLUTION, self._fire, index)
-        members.add(timeout)
+        members.add(deadline)
         return index
 
-    def discard(self, index: int, timeout: asyncio.Timeout) -> None:
+    def discard(self, index: int, deadline: _Deadline) -> None:
         members = self._slices.get(index)
         if members is not None:
-            members.discard(timeout)
+            members.discard(deadline)
 
     def _fire(self, index: int) -> None:
-        now = self.loop.time()
-        for timeout in self._slices.pop(index, ()):
-            timeout.reschedule(now)  # asyncio cancels the task and raises TimeoutError
+        for deadline in self._slices.pop(index, ()):
+            deadline.expire()
 
 
 class _Deadline:
-    """An ``asyncio.Timeout`` without a timer of its own, expired by the wheel."""
+    """``asyncio.timeout`` as the wheel needs it: no timer of its own, and no more than a
+    deadline's work (it is entered and left on every call).
 
-    __slots__ = ("_index", "_timeout", "_wheel", "_when")
+    As with ``asyncio.timeout``: at expiry the task is cancelled; leaving the block with
+    that cancellation, and no other request to cancel since it was entered, raises
+    ``TimeoutError`` instead.
+    """
+
+    __slots__ = ("_cancelling", "_expired", "_index", "_task", "_wheel", "_when")
 
     def __init__(self, wheel: _Wheel, when: float) -> None:
         self._wheel = wheel
         self._when = when
-        self._timeout = asyncio.timeout(None)
-        self._index = 0
+        self._expired = False
 
     async def __aenter__(self) -> None:
-        await self._timeout.__aenter__()
-        self._index = self._wheel.add(self._when, self._timeout)
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a deadline must be entered inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._index = self._wheel.add(self._when, self)
+
+    def expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._wheel.discard(self._index, self._timeout)
-        await self._timeout.__aexit__(kind, exc, tb)
+        self._wheel.discard(self._index, self)
+        # uncancel() once for our own cancel, whatever ends the block; then no other
+        # cancel request since the entry: the cancellation was ours, a timeout.
+        expired = self._expired and self._task.uncancel() <= self._cancelling
+        if expired and kind is asyncio.CancelledError:
+            raise TimeoutError from exc

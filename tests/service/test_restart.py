@@ -141,3 +141,21 @@ async def test_a_callback_cut_off_by_a_stop_is_sent_again(
 
 # Report buckets across a restart: owned by the reports engineer (service/reports.py,
 # buckets.py); their restart test belongs with them and is not written here.
+
+
+async def test_a_queued_call_whose_result_was_lost_reads_as_interrupted(
+    start_service: StartService, clock: FakeClock, data: Path
+) -> None:
+    """A call the service recorded as queued, which the engine no longer holds and whose
+    result never reached the service (a crash between the two), reads network_error
+    when asked for, saying nobody can tell what the external system received."""
+    service = await start_service(data, clock=clock)
+    headers = await service.key()
+    row = ("0" * 32, "acme", "prod", "j", "queued", None, None, clock.now(), None, 0)
+    await service.runtime.calls._db.execute(
+        "a row left by a crash", "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row
+    )
+    status, result = await service.request("GET", f"/v1/calls/{'0' * 32}", headers)
+    assert (200, "network_error", INTERRUPTED) == (
+        status, result["outcome"], result["error"]["message"]
+    )  # fmt: skip
