@@ -1,7 +1,14 @@
-"""Facts about the machine and the software a benchmark ran on, for the report."""
+"""The machine a benchmark ran on, and what its processes used, read from ``/proc``.
+
+Facts about the machine and the software, for the report; the CPU that other processes
+took during a run (:class:`CpuMeter`), which says how far its figures can be trusted; and
+the readings of one process (resident memory, its peak, CPU seconds) by which the queue
+benchmark measures a gate in a process of its own, from outside it or from within.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 import platform
@@ -14,6 +21,9 @@ from pathlib import Path
 from measure import uvloop_version
 
 ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_SECONDS = 0.05
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _line(path: str, prefix: str) -> str | None:
@@ -87,12 +97,11 @@ def _cpu_times() -> _CpuTimes | None:
     if line is None:
         return None
     ticks = [int(field) for field in line.split()[1:]]
-    hertz = os.sysconf("SC_CLK_TCK")
     user, nice, system, _idle, _iowait, irq, softirq, steal = ticks[:8]
     mine = os.times()
     return _CpuTimes(
-        busy=(user + nice + system + irq + softirq) / hertz,
-        steal=steal / hertz,
+        busy=(user + nice + system + irq + softirq) / TICK,
+        steal=steal / TICK,
         own=mine.user + mine.system + mine.children_user + mine.children_system,
     )
 
@@ -127,3 +136,50 @@ class CpuMeter:
             steal=end.steal - self._start.steal,
             capacity=elapsed * _cpus(),
         )
+
+
+# ---- readings of one process -------------------------------------------------------------
+
+
+def rss(pid: int | str = "self") -> int:
+    """Resident bytes of a process, from /proc/<pid>/statm."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+def peak_rss(pid: int | str = "self") -> int:
+    """The highest resident bytes of a process so far (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+class Peak:
+    """The highest RSS of a process during a block: sampled every SAMPLE_SECONDS, and its
+    VmHWM at the end (which the kernel keeps lazily: alone, it can read below a sample)."""
+
+    def __init__(self, pid: int | str = "self") -> None:
+        self.pid = pid
+        self.highest = rss(pid)
+        self._sampler: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Peak:
+        self._sampler = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            await asyncio.gather(self._sampler, return_exceptions=True)
+        self.highest = max(self.highest, rss(self.pid), peak_rss(self.pid))
+
+    async def _sample(self) -> None:
+        while True:
+            self.highest = max(self.highest, rss(self.pid))
+            await asyncio.sleep(SAMPLE_SECONDS)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,3 +45,11 @@ def runner() -> asyncio.Runner:
 def uvloop_version() -> str | None:
     """The version of the uvloop :func:`runner` uses, or None when it uses asyncio's loop."""
     return None if _uvloop_factory() is None else metadata.version("uvloop")
+
+
+def interruptible() -> None:
+    """Make SIGTERM, and SIGINT even in a process started in the background (which ignores
+    it), raise KeyboardInterrupt: a benchmark stopped either way leaves through the blocks
+    that stop the processes it started."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)

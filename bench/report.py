@@ -1,15 +1,23 @@
-"""The results of one benchmark run, judged against the targets, as text and Markdown."""
+"""The results of one benchmark run, judged against the targets, as text and Markdown.
+
+Sections 1 to 3 (limiter decisions, calls per second, calls with failures) are written
+here; section 4, the queue at scale, by :mod:`queue_report`, whose targets join the one
+targets table. Tables and the way each kind of value is written are in :mod:`tables`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import decisions
 import loopback
+import queue_report
+import queue_results
 import throughput
 from machine import Interference
 from measure import Series
+from tables import Table, Target, count, other_cpu, ratio, span, us
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +28,10 @@ class Plan:
     decisions: int
     calls: int
     flaky_calls: int
-    queued: int
     repeats: int
+    queued_calls: int  # queued through gate.submit (section 4)
+    queued_http_calls: int  # queued through POST /v1/calls
+    drain_seconds: float  # of arrivals judged after each restart
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,48 +43,9 @@ class Results:
     plain: tuple[throughput.Contender, throughput.Contender]  # sluicegate, bare aiohttp
     core_us: Series  # sluicegate's CPU per call with no network
     flaky: tuple[throughput.Contender, throughput.Contender]  # sluicegate, aiohttp+tenacity
-    queued_bytes: Series
+    queue: queue_results.Scale
     seconds: float
     interference: Interference | None
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A measure, its goal, and for a throughput ratio the same ratio of client CPU per call
-    (which other load on the machine disturbs less than wall time)."""
-
-    label: str
-    value: float
-    goal: float
-    higher_is_better: bool
-    show: Callable[[float], str]
-    by_cpu: float | None = None
-
-    @property
-    def met(self) -> bool:
-        return self.value >= self.goal if self.higher_is_better else self.value <= self.goal
-
-    def row(self) -> list[str]:
-        goal = f"{'≥' if self.higher_is_better else '≤'} {self.show(self.goal)}"
-        by_cpu = "" if self.by_cpu is None else self.show(self.by_cpu)
-        verdict = "met" if self.met else "NOT met"
-        return [self.label, self.show(self.value), by_cpu, goal, verdict]
-
-
-def _count(value: float) -> str:
-    return f"{value:,.0f}"
-
-
-def _ratio(value: float) -> str:
-    return f"{value:.2f}×"
-
-
-def _us(value: float) -> str:
-    return f"{value:.1f} µs"
-
-
-def _span(series: Series, show: Callable[[float], str]) -> str:
-    return f"{show(series.low)} … {show(series.high)}"
 
 
 def added_cpu_us(results: Results) -> float:
@@ -92,7 +63,7 @@ def _speedup(
         fast.rate.median / slow.rate.median,
         goal,
         True,
-        _ratio,
+        ratio,
         by_cpu=slow.cpu_us.median / fast.cpu_us.median,
     )
 
@@ -101,37 +72,18 @@ def targets(results: Results) -> list[Target]:
     window, store, _ = results.limiters
     (library, bare), (flaky_library, flaky_tenacity) = results.plain, results.flaky
     return [
-        Target(f"decisions/s, {store.name}", store.rate.median, 500_000, True, _count),
-        Target(f"decisions/s, {window.name}", window.rate.median, 500_000, True, _count),
+        Target(f"decisions/s, {store.name}", store.rate.median, 500_000, True, count),
+        Target(f"decisions/s, {window.name}", window.rate.median, 500_000, True, count),
         _speedup("calls/s, sluicegate ÷ bare aiohttp", library, bare, 0.8),
-        Target("client CPU added per call by sluicegate", added_cpu_us(results), 30, False, _us),
+        Target("client CPU added per call by sluicegate", added_cpu_us(results), 30, False, us),
         _speedup(
             f"calls/s with {loopback.FAILURE_RATE:.0%} failing, sluicegate ÷ aiohttp + tenacity",
             flaky_library,
             flaky_tenacity,
             1.5,
         ),
+        *queue_report.targets(results.queue),
     ]
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    headers: Sequence[str]
-    rows: Sequence[Sequence[str]]
-
-    def text(self) -> str:
-        widths = [
-            max(len(row[i]) for row in [self.headers, *self.rows]) for i in range(len(self.headers))
-        ]
-        lines = [self.headers, ["-" * width for width in widths], *self.rows]
-        return "\n".join(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-            for line in lines
-        )
-
-    def markdown(self) -> str:
-        lines = [self.headers, ["---"] * len(self.headers), *self.rows]
-        return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
 def _limiter_table(results: Results) -> Table:
@@ -140,8 +92,8 @@ def _limiter_table(results: Results) -> Table:
         [
             [
                 limiter.name,
-                _count(limiter.rate.median),
-                _span(limiter.rate, _count),
+                count(limiter.rate.median),
+                span(limiter.rate, count),
                 f"{limiter.granted:.1%}",
                 str(limiter.max_in_window),
             ]
@@ -166,9 +118,9 @@ def _calls_table(contenders: Sequence[throughput.Contender]) -> Table:
         [
             [
                 contender.name,
-                _count(contender.rate.median),
-                _span(contender.rate, _count),
-                _us(contender.cpu_us.median),
+                count(contender.rate.median),
+                span(contender.rate, count),
+                us(contender.cpu_us.median),
                 f"{contender.client_load.median:.2f}",
                 f"{contender.server_load.median:.2f}",
                 f"{contender.attempts_per_call:.3f}",
@@ -186,14 +138,7 @@ def _targets_table(results: Results) -> Table:
 
 
 def _interference(results: Results) -> str:
-    seen = results.interference
-    if seen is None:
-        return "CPU used by other processes: not measured (no /proc/stat)."
-    return (
-        f"CPU used by other processes during the run: {seen.other_cpu:.2f} s of "
-        f"{seen.capacity:.0f} s available ({seen.other_cpu / seen.capacity:.1%}); "
-        f"hypervisor steal {seen.steal / seen.capacity:.1%}."
-    )
+    return other_cpu(results.interference, "the run")
 
 
 def text(results: Results) -> str:
@@ -209,13 +154,12 @@ def text(results: Results) -> str:
             f"2. Calls per second at concurrency {throughput.CONCURRENCY}, every call answered "
             f"200 ({plan.calls:,} calls per run)\n"
             + _calls_table(results.plain).text()
-            + f"\nCPU added per call: {_us(added_cpu_us(results))}; sluicegate alone with no "
-            f"network (mock transport): {_us(results.core_us.median)}",
+            + f"\nCPU added per call: {us(added_cpu_us(results))}; sluicegate alone with no "
+            f"network (mock transport): {us(results.core_us.median)}",
             f"3. Calls per second with {loopback.FAILURE_RATE:.0%} of attempts failing, retries "
             "without waits "
             f"({plan.flaky_calls:,} calls per run)\n" + _calls_table(results.flaky).text(),
-            f"4. Memory held per queued call ({plan.queued:,} calls in a throttling queue): "
-            f"{_count(results.queued_bytes.median)} B ({_span(results.queued_bytes, _count)})",
+            queue_report.scale_text(results.queue),
             "Against the targets\n" + _targets_table(results).text(),
             f"{_interference(results)}\nRuntime {results.seconds:.0f} s.",
         ]
@@ -309,9 +253,9 @@ def markdown(results: Results, facts: dict[str, str], command: str) -> str:
         "Client CPU is `time.process_time()` of the client process per call; load is CPU "
         "seconds per wall second (1.00 is one busy core); attempts are counted by the server.",
         _calls_table(results.plain).markdown(),
-        f"sluicegate adds {_us(added)} of client CPU per call. Alone, with a mock transport "
-        f"and no network, it costs {_us(results.core_us.median)} per call "
-        f"({_span(results.core_us, _us)}); the rest of the difference appears only when its "
+        f"sluicegate adds {us(added)} of client CPU per call. Alone, with a mock transport "
+        f"and no network, it costs {us(results.core_us.median)} per call "
+        f"({span(results.core_us, us)}); the rest of the difference appears only when its "
         "work and aiohttp's run together. " + _bottleneck(results.plain),
         f"## 3. Calls per second with {loopback.FAILURE_RATE:.0%} of attempts failing",
         f"Same server, `POST /flaky`: {loopback.FAILURE_RATE:.0%} of the requests it receives "
@@ -330,20 +274,12 @@ def markdown(results: Results, facts: dict[str, str], command: str) -> str:
         "the attempts per call counted by the server show that both did the same work.",
         _calls_table(results.flaky).markdown(),
         f"At {flaky_library.attempts_per_call:.2f} attempts per call, the attempts alone cost "
-        f"about {_us(attempts_alone)} of client CPU per call (bare aiohttp's "
-        f"{_us(bare.cpu_us.median)} per request, from section 2). sluicegate adds "
-        f"{_us(flaky_library.cpu_us.median - attempts_alone)} per call to that, the tenacity "
-        f"loop {_us(flaky_tenacity.cpu_us.median - attempts_alone)} (tenacity's per-attempt "
+        f"about {us(attempts_alone)} of client CPU per call (bare aiohttp's "
+        f"{us(bare.cpu_us.median)} per request, from section 2). sluicegate adds "
+        f"{us(flaky_library.cpu_us.median - attempts_alone)} per call to that, the tenacity "
+        f"loop {us(flaky_tenacity.cpu_us.median - attempts_alone)} (tenacity's per-attempt "
         "bookkeeping, plus one `asyncio.timeout` per attempt). " + _bottleneck(results.flaky),
-        "## 4. Memory held per queued call",
-        f"On the memory backend with a `FakeClock` that never advances, a throttling rule of "
-        f"200 calls/s is deployed and its window used up; then {plan.queued:,} calls are "
-        "submitted with `gate.submit` and stay queued. tracemalloc measures what they still "
-        "hold after a garbage collection: the call, its journal entry, its task and coroutine "
-        "frames, its handle and its place in the queue.",
-        f"**{_count(results.queued_bytes.median)} bytes per queued call** "
-        f"({_span(results.queued_bytes, _count)}), about "
-        f"{results.queued_bytes.median * 100_000 / 2**20:.0f} MiB for 100,000 queued calls.",
+        *queue_report.scale_markdown(results.queue),
         "## Reading these numbers",
         "- Client and server share the machine's CPUs; with 2 CPUs each process has about one "
         "core.\n"

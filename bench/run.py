@@ -8,7 +8,9 @@ Measured in one run, each as a ratio against the alternative:
    same loopback server in a separate process, and the client CPU the gate adds per call;
 3. the same with 30% of attempts failing, against aiohttp + tenacity + asyncio.timeout
    retrying the same way (no waits on either side);
-4. memory held per call waiting in a throttling queue.
+4. a million calls queued behind a throttling rule on the SQLite backend, through
+   ``gate.submit`` and through ``POST /v1/calls`` of the service: enqueue rate, resident
+   memory per queued call, restart time with them all queued, and the drain after it.
 
 Why: the gate sits on the path of every call a journey makes; these numbers say what
 that costs and whether it stays within the targets. ``make bench`` runs
@@ -27,17 +29,21 @@ from pathlib import Path
 import decisions
 import hotpath
 import machine
-import queue_memory
+import queue_scale
 import throughput
 from loopback import serve
-from measure import runner
+from measure import interruptible, runner
 from report import Plan, Results, markdown, text
 from sluicegate.settings import Settings
 
 FULL = Plan(
-    name="full", decisions=500_000, calls=12_000, flaky_calls=9_000, queued=10_000, repeats=7
-)
-QUICK = Plan(name="quick", decisions=20_000, calls=500, flaky_calls=500, queued=500, repeats=3)
+    name="full", decisions=500_000, calls=12_000, flaky_calls=9_000, repeats=7,
+    queued_calls=1_000_000, queued_http_calls=100_000, drain_seconds=10.0,
+)  # fmt: skip
+QUICK = Plan(
+    name="quick", decisions=20_000, calls=500, flaky_calls=500, repeats=3,
+    queued_calls=2_000, queued_http_calls=300, drain_seconds=2.0,
+)  # fmt: skip
 PROFILED_CALLS = 20_000
 ZERO_WAITS = (0.0, 0.0, 0.0)
 
@@ -55,8 +61,6 @@ def benchmark(plan: Plan) -> Results:
     with runner() as loop:
         _step("limiter decisions")
         limiters = decisions.measure(loop, plan.decisions, plan.repeats)
-        _step("memory per queued call")
-        queued_bytes = loop.run(queue_memory.measure(plan.queued, plan.repeats))
         _step("sluicegate alone, mock transport")
         core_us = loop.run(hotpath.core_cpu(plan.calls, plan.repeats))
         with serve() as base:
@@ -80,13 +84,20 @@ def benchmark(plan: Plan) -> Results:
                     repeats=plan.repeats,
                 )
             )
+        _step(
+            f"{plan.queued_calls:,} calls queued (gate.submit), then "
+            f"{plan.queued_http_calls:,} (POST /v1/calls): enqueue, restart, drain"
+        )
+        queue = loop.run(
+            queue_scale.measure(plan.queued_calls, plan.queued_http_calls, plan.drain_seconds)
+        )
     return Results(
         plan=plan,
         limiters=limiters,
         plain=plain,
         core_us=core_us,
         flaky=failing,
-        queued_bytes=queued_bytes,
+        queue=queue,
         seconds=time.perf_counter() - started,
         interference=meter.stop(),  # after the server process was waited for
     )
@@ -105,6 +116,7 @@ def main() -> int:
         "--profile", action="store_true", help="profile the per-call hot path instead"
     )
     args = parser.parse_args()
+    interruptible()
     if args.profile:
         print(profile())
         return 0
