@@ -41,6 +41,11 @@ from machine import CpuMeter
 from measure import interruptible, runner
 from queue_results import Scale
 
+#: The sizes of a full run and of a smoke run: calls through the library, calls through
+#: the service, seconds of arrivals judged after each restart (bench/run.py uses them too).
+FULL = (1_000_000, 100_000, 10.0)
+QUICK = (2_000, 300, 2.0)
+
 
 async def measure(calls: int, http_calls: int, drain_seconds: float) -> Scale:
     """``calls`` through the library, then ``http_calls`` through the service, each queued,
@@ -66,12 +71,10 @@ def main() -> int:
             child = queue_library.CHILDREN[kind]
             print(json.dumps(loop.run(child(**json.loads(kwargs)))), flush=True)
         return 0
-    import queue_report  # here, not above: the children need neither, and run imports this
-    import run
+    import queue_report  # here, not above: the children need no report
 
-    plan = run.QUICK if args.quick else run.FULL
     with runner() as loop:
-        scale = loop.run(measure(plan.queued_calls, plan.queued_http_calls, plan.drain_seconds))
+        scale = loop.run(measure(*(QUICK if args.quick else FULL)))
     print(queue_report.scale_text(scale))
     return 0
 

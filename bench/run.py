@@ -38,11 +38,13 @@ from sluicegate.settings import Settings
 
 FULL = Plan(
     name="full", decisions=500_000, calls=12_000, flaky_calls=9_000, repeats=7,
-    queued_calls=1_000_000, queued_http_calls=100_000, drain_seconds=10.0,
+    queued_calls=queue_scale.FULL[0], queued_http_calls=queue_scale.FULL[1],
+    drain_seconds=queue_scale.FULL[2],
 )  # fmt: skip
 QUICK = Plan(
     name="quick", decisions=20_000, calls=500, flaky_calls=500, repeats=3,
-    queued_calls=2_000, queued_http_calls=300, drain_seconds=2.0,
+    queued_calls=queue_scale.QUICK[0], queued_http_calls=queue_scale.QUICK[1],
+    drain_seconds=queue_scale.QUICK[2],
 )  # fmt: skip
 PROFILED_CALLS = 20_000
 ZERO_WAITS = (0.0, 0.0, 0.0)
