@@ -63,7 +63,7 @@ async def enqueue_in_process(data: str, base: str, calls: int) -> dict[str, Any]
         async def produce(numbers: Iterator[int]) -> None:
             for n in numbers:  # shared: the numbers are taken, and queued, in order
                 await gate.submit(org=ORG, sandbox=SANDBOX, journey=JOURNEY, service="action",
-                                  method="POST", url=f"{base}/q/{n}", body=BODY)  # fmt: skip
+                                  method="POST", url=f"{base}/ok/{n}", body=BODY)  # fmt: skip
 
         async def enqueue(numbers: range) -> None:
             shared = iter(numbers)

@@ -165,17 +165,18 @@ def scale_markdown(scale: Scale) -> list[str]:
         "frees, and a caller that drops its handle leaves nothing of the call in memory. "
         f"This section queues {library.calls:,} calls through the library and "
         f"{service.calls:,} through the service behind one throttling config of "
-        f"`maxThroughput` {rate} (`POST` on `<system>/q/*`), on the SQLite backend in a fresh "
+        f"`maxThroughput` {rate} (`POST` on `<system>/ok/*`), on the SQLite backend in a fresh "
         "temporary directory with the system clock, restarts each with every call still "
         "queued, and watches the queue drain.",
-        "The external system (`bench/arrivals.py`) is a process of its own that answers 200 "
-        "and records, for each `POST /q/<n>`, the kernel's receive time of the request "
+        "The external system (`tests/arrivals.py`, run by `bench/arrivals.py`) is a process "
+        "of its own that answers 200 "
+        "and records, for each `POST /ok/<n>`, the kernel's receive time of the request "
         "(`SO_TIMESTAMPNS`) and `n`, the order in which the call was submitted. Each gate "
         "runs in a process of its own, so that the memory figures are its own.",
         f"- **gate.submit, in process.** A child process opens `Gate.open(data_dir, "
         "settings=Settings(allow_loopback=True))` (default aiohttp transport), deploys the "
         f"config with `gate.rules.create` and `deploy`, and queues {library.calls:,} calls "
-        '`gate.submit(service="action", method="POST", url=".../q/<n>", body=b"{}")` from '
+        '`gate.submit(service="action", method="POST", url=".../ok/<n>", body=b"{}")` from '
         f"{library.concurrency:,} concurrent tasks that drop each handle. Every call has a "
         "URL of its own (its number is in the path), so what the engine caches per URL is "
         f"worked out again for every call. The first {warmup(library.calls):,} "
@@ -192,7 +193,7 @@ def scale_markdown(scale: Scale) -> list[str]:
         "benchmark deploys the config with `POST /journey/orchestration/throttlingConfigs` "
         f"and `.../{{uid}}/deploy`, then {service.concurrency} concurrent clients send "
         '`POST /v1/calls` `{"journeyId": "bench", "service": "action", "waitSeconds": 0, '
-        '"request": {"method": "POST", "url": ".../q/<n>"}}` with the development key (org '
+        '"request": {"method": "POST", "url": ".../ok/<n>"}}` with the development key (org '
         "`demo`, sandbox `prod`); the service answers 202 once the call is queued. Its RSS "
         "is read from `/proc/<pid>/statm` (no garbage collection can be forced from "
         "outside), its queue depth from `GET /metrics`, after a warm-up of "

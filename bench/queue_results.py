@@ -21,6 +21,7 @@ from typing import Any
 from machine import Interference
 from sluicegate.matching import CACHE_SIZE
 from sluicegate.settings import Settings
+from sluicegate.testing import most_in_window
 
 RATE = 200  # maxThroughput of the rule: the lowest a throttling rule may have
 PERIOD = 1.0  # seconds: a throttling rule's window
@@ -46,8 +47,8 @@ WARMUP = 2 * CACHE_SIZE
 
 
 def rule(base: str) -> dict[str, Any]:
-    """The throttling config every side deploys: POST on ``<base>/q/*``, RATE per second."""
-    return {"name": "bench", "urlPattern": f"{base}/q/*", "methods": ["POST"],
+    """The throttling config every side deploys: POST on ``<base>/ok/*``, RATE per second."""
+    return {"name": "bench", "urlPattern": f"{base}/ok/*", "methods": ["POST"],
             "maxThroughput": RATE}  # fmt: skip
 
 
@@ -166,17 +167,6 @@ class Scale:
 # ---- what reached the external system ----------------------------------------------------
 
 
-def most_in_window(times: Sequence[float], period: float = PERIOD) -> int:
-    """The most ``times`` in any half-open window ``[s, s + period)``, over every ``s``."""
-    ordered = sorted(times)
-    best = start = 0
-    for end, t in enumerate(ordered):
-        while ordered[start] + period <= t:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 def inversions(ranks: Sequence[int]) -> int:
     """Pairs ``i < j`` with ``ranks[i] > ranks[j]``."""
     seen: list[int] = []
@@ -235,7 +225,7 @@ def drain(
         seconds=seconds,
         period=sum(spans) / len(spans) if spans else float("nan"),
         closest=min(spans, default=float("nan")),
-        most_in_window=most_in_window([at for at, _ in [*before, *after]]),
+        most_in_window=most_in_window([at for at, _ in [*before, *after]], PERIOD),
         inversions=inversions(list(first)),
         late=late,
         late_by=late_by,

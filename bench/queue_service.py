@@ -157,7 +157,7 @@ class _Api:
         async def client() -> None:
             for n in shared:
                 body = {"journeyId": JOURNEY, "service": "action", "waitSeconds": 0,
-                        "request": {"method": "POST", "url": f"{system}/q/{n}"}}  # fmt: skip
+                        "request": {"method": "POST", "url": f"{system}/ok/{n}"}}  # fmt: skip
                 status, text = await self.post("/v1/calls", body)
                 if status not in (200, 202):
                     raise RuntimeError(f"POST /v1/calls answered {status}: {text!r}")

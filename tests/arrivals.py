@@ -281,8 +281,9 @@ class Server:
     def answer(self, at: float, method: str, target: str) -> bytes | None:
         """Answer a control path, or record the request and route it."""
         path = target.split("?", 1)[0]
-        if path == "/__arrivals":
-            body = json.dumps(sorted(self.recorded, key=lambda r: r[0])).encode()
+        if path == "/__arrivals":  # ?since=<n>: those recorded after the first n
+            since = int(target.partition("since=")[2] or 0)
+            body = json.dumps(sorted(self.recorded[since:], key=lambda r: r[0])).encode()
             return respond(200, body, [("Content-Type", "application/json")])
         if path == "/__clear":
             self.recorded.clear()
@@ -361,17 +362,6 @@ async def arrivals_system() -> AsyncIterator[ArrivalSystem]:
         except TimeoutError:
             process.kill()
             await process.communicate()
-
-
-def most_in_window(times: Sequence[float], period: float) -> int:
-    """The most ``times`` in any half-open window ``[s, s + period)``, over every ``s``."""
-    ordered = sorted(times)
-    best = start = 0
-    for end, t in enumerate(ordered):
-        while ordered[start] + period <= t:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 @asynccontextmanager

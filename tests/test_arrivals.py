@@ -11,7 +11,9 @@ from contextlib import suppress
 
 import aiohttp
 import pytest
-from tests.arrivals import Arrival, arrivals_system, busy_core, most_in_window
+from tests.arrivals import Arrival, arrivals_system, busy_core
+
+from sluicegate.testing import most_in_window
 
 
 async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> bytes:

@@ -20,8 +20,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tests.arrivals import Arrival, ArrivalSystem, arrivals_system, busy_core, most_in_window
+from tests.arrivals import Arrival, ArrivalSystem, arrivals_system, busy_core
 from tests.loopback import Served, eventually, sluicegate_serve
+
+from sluicegate.testing import most_in_window
 
 CLIENTS = 200
 SECONDS = 10

@@ -7,18 +7,8 @@ import heapq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sluicegate.testing import most_in_window
 from sluicegate.window import SlidingWindow
-
-
-def most_in_window(sends: list[int], period: int) -> int:
-    """The most sends in any half-open window of ``period`` ms, wherever it starts."""
-    sends = sorted(sends)
-    first, most = 0, 0
-    for last, sent in enumerate(sends):
-        while sends[first] <= sent - period:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def take(window: SlidingWindow, now_ms: int) -> int:

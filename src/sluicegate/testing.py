@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from sluicegate.transport import Request, Response, Sending
@@ -115,6 +115,18 @@ class FakeClock:
     @property
     def pending_timers(self) -> int:
         return sum(not timer.cancelled for timer in self._timers)
+
+
+def most_in_window(times: Iterable[float], period: float) -> int:
+    """The most of ``times`` in any half-open window ``[s, s + period)``, wherever ``s``
+    lies: how a rate is judged, from the arrival times an external system recorded."""
+    ordered = sorted(times)
+    most = start = 0
+    for end, at in enumerate(ordered):
+        while ordered[start] + period <= at:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
 
 
 async def settle(rounds: int = 200) -> None:
