@@ -100,11 +100,13 @@ async def test_retries_are_served_ahead_of_queued_first_attempts() -> None:
 
 
 async def test_a_raised_rate_drains_faster_at_once() -> None:
-    """A throttling edit takes effect on calls already queued."""
+    """A throttling edit takes effect at once on calls already queued, while their
+    dispatcher waits for the next free slot."""
     seen = Seen()
     clock, throttling = seen.clock, seen.throttling()
     for n in range(5):
         await admit(throttling, n)
+    await clock.advance(PERIOD / 2)  # the dispatcher waits for a slot of the old rate
     throttling.set_rate(TARGET.key, 4)
     await settle()
     assert ["c2", "c3"] == seen.dispatched  # 4 per second: two more now
@@ -153,3 +155,19 @@ async def test_a_queue_whose_slots_all_went_to_retries_keeps_draining() -> None:
     await clock.advance(PERIOD)
     assert ["c2", "c3"] == seen.dispatched
     await throttling.aclose()
+
+
+async def test_closing_with_a_retry_coming_in_stops_every_dispatcher() -> None:
+    """A retry that asks for a slot while the throttling closes is cancelled, and no
+    dispatcher is left running to dispatch queued calls after the close."""
+    seen = Seen()
+    clock, throttling = seen.clock, seen.throttling()
+    for n in range(3):
+        await admit(throttling, n)
+    other = ThrottleTarget(key="thr:o:other", uid="other", rate=2)
+    closing = asyncio.create_task(throttling.aclose())
+    retry = asyncio.create_task(throttling.wait_retry(other))
+    await closing
+    await settle()
+    await clock.advance(2 * PERIOD)
+    assert (True, []) == (retry.cancelled(), seen.dispatched)

@@ -24,10 +24,6 @@ class Budget(NamedTuple):
         now = clock.now()
         return cls(clock, now, now + seconds)
 
-    def remaining(self) -> float:
-        """Seconds left, never negative."""
-        return max(0.0, self.deadline - self.clock.now())
-
     def fits(self, wait: float) -> bool:
         """Whether waiting ``wait`` seconds still leaves time for an attempt."""
         return self.clock.now() + wait < self.deadline

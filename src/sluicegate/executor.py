@@ -150,7 +150,7 @@ class Executor:
                 outcome = await self._attempts(call, request, resolution, budget, progress)
         except TimeoutError:
             if progress.waiting:
-                progress.failed(_timeout("the budget ended while waiting to retry"))
+                progress.failed(_timeout("the budget ended while waiting to retry or for a slot"))
             else:
                 progress.failed(_timeout("the attempt was cancelled at the end of the budget"))
             outcome = Outcome.TIMEDOUT
@@ -225,14 +225,16 @@ class Executor:
     ) -> Response | Outcome | AttemptError:
         """The slot step and one request: its response, or how it failed."""
         watch = _Watch(self._slots, self._clock)
+        throttled = progress.held  # the throttling slot, if any
         progress.response = None  # the result carries the last request's response, if any
         try:
-            if progress.held is not None:
-                watch.grants.append(progress.held)
+            if throttled is not None:
+                watch.grants.append(throttled)
                 progress.held = None
             elif resolution.throttle is not None:
                 progress.waiting = True
-                watch.grants.append(await self._throttling.wait_retry(resolution.throttle))
+                throttled = await self._throttling.wait_retry(resolution.throttle)
+                watch.grants.append(throttled)
                 progress.waiting = False
             if resolution.capping:
                 now_ms = int(self._clock.now() * 1000)
@@ -273,6 +275,8 @@ class Executor:
             return error
         finally:
             progress.slots += watch.settle()
+            if throttled is not None and not watch.started:  # given back: the queue goes on
+                self._throttling.freed(throttled)
 
 
 def _judge(response: Response, progress: _Progress) -> Outcome | AttemptError:

@@ -139,9 +139,10 @@ class Gate:
             return resolution
         grant = None
         if resolution.throttle is not None:
+            future = self._future(call_id)  # before it can be queued, dispatched and end
             grant = await self._throttling.admit(call_id, call, resolution.throttle)
             if grant is None:
-                return await self._queued(call_id)
+                return await self._queued(future, call_id)
         return await self._run(call, call_id, resolution, grant)
 
     @overload
@@ -155,8 +156,9 @@ class Gate:
     ) -> CallHandle:
         """Start a call and return once it is durably queued, running or already ended.
 
-        ``call_id`` names the call (it must be unique); by default a random one. The handle
-        tells where the call stands and waits for its result.
+        ``call_id`` names the call (it must be unique); by default a new one
+        (:func:`~sluicegate.call.new_call_id`). The handle tells where the call stands and
+        waits for its result.
         """
         call = call if call is not None else Call.build(**args)
         call_id = call_id or new_call_id(self._clock.now())
@@ -209,10 +211,9 @@ class Gate:
         error = AttemptError(kind=ErrorKind.BLOCKED, message=reason)
         return self._report(call, _ended(call_id, Outcome.BLOCKED, target.host, error))
 
-    async def _queued(self, call_id: str) -> CallResult:
+    async def _queued(self, future: asyncio.Future[CallResult], call_id: str) -> CallResult:
         """The result of a queued call, once a dispatcher has run it. A caller who gives up
         waiting takes the call out of its queue (unless the gate is closing)."""
-        future = self._future(call_id)
         try:
             return await future
         except asyncio.CancelledError:
@@ -237,7 +238,9 @@ class Gate:
             interrupted=None if stored else partial(self._report, call),
         )  # fmt: skip
         self._report(call, result)
-        if stored:
+        if stored:  # its result first, so a crash in between delivers it again, never loses it
+            if self._reporter is not None:
+                await self._reporter.written()
             await self._backend.queue.remove(call_id)
         return result
 
@@ -315,13 +318,20 @@ class Gate:
                 self._throttling.set_rate(throttle_key(record.org, record.uid), rule.max_throughput)
 
     async def aclose(self) -> None:
-        """Stop: queued calls stay stored; running calls are cancelled."""
+        """Stop. Calls still queued stay in the store (the memory backend's go with it);
+        running calls are cancelled (those from a queue stay stored, the others end
+        ``network_error``); whoever still waits for a call is cancelled."""
         self._closing = True
         await self._throttling.aclose()
+        await asyncio.sleep(0)  # every call started: its cancellation gives its slots back
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for ref in self._waiters.values():
+            if (future := ref()) is not None and not future.done():
+                future.cancel()
+        self._waiters.clear()
         await self._transport.aclose()
 
 

@@ -24,7 +24,8 @@ class Outcome(StrEnum):
     NETWORK_ERROR = "network_error"
     """The last attempt failed without an HTTP status."""
     BLOCKED = "blocked"
-    """The egress policy refused the URL; no attempt was made."""
+    """The egress policy refused the URL, a redirect hop, or the address a host resolves
+    to; that request was not sent (a refused first request: no attempt at all)."""
 
 
 #: The error of a call cut off while running (its caller cancelled, or the engine stopped).
@@ -58,9 +59,11 @@ class AttemptError:
 class CallResult:
     """Everything known about a finished call.
 
-    ``attempts`` counts the requests sent: the first attempt, each retry (at most 3) and
-    each redirect hop; ``retries`` the retries alone. ``slots`` counts the rate-rule slots
-    its requests held (one per rule kind, throttling and capping, per request that left).
+    ``attempts`` counts the requests tried: the first attempt, each retry (at most 3) and
+    each redirect hop, one whose connection failed included; a request the egress policy
+    refused before it could leave is none. ``retries`` counts the retries made. ``slots``
+    counts the rate-rule slots its requests held (one per rule kind, throttling and
+    capping, per request that left).
     ``error`` is the last request's error and ``origin_error`` the one before it (Adobe's
     "origin" error), so a call that failed with 500 and then ran out of time reads
     ``timedout`` with origin ``http 500``. Times are milliseconds: ``queued_ms`` in the

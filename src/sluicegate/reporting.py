@@ -31,7 +31,15 @@ BOUNDS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30
 class Reporter(Protocol):
     """Receives every finished call once."""
 
-    def record(self, call: Call, result: CallResult) -> None: ...
+    def record(self, call: Call, result: CallResult) -> None:
+        """Keep ``result`` (at once, without awaiting: it runs where the call ends)."""
+        ...
+
+    async def written(self) -> None:
+        """Return once what was recorded so far would survive a crash. A call taken from a
+        queue leaves it only then, so that its result is never lost to a crash; a reporter
+        that keeps nothing durable returns at once."""
+        ...
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ the config is undeployed or gone (the rate stored with its head call, after a re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -76,8 +77,11 @@ class Throttling:
         self._guard_ms = guard_ms
         self._dispatched = dispatched
         self._expired = expired
-        self._rates: dict[str, int] = {}  # the current (or last) rate of each queue
+        # The current (or last) rate of each queue: set by the rules (set_rate), and by a
+        # call only for a queue never seen (a call may carry a rate older than an edit).
+        self._rates: dict[str, int] = {}
         self._dispatchers: dict[str, _Dispatcher] = {}
+        self._closed = False
 
     def limit(self, key: str) -> Limit:
         return throttle_limit(key, self._rates[key], self._guard_ms)
@@ -85,27 +89,38 @@ class Throttling:
     def set_rate(self, key: str, rate: int) -> None:
         """A deployed throttling config's rate: it applies at once, to waiting calls too."""
         self._rates[key] = rate
+        if (dispatcher := self._dispatchers.get(key)) is not None:
+            dispatcher.poke()
 
     async def admit(self, call_id: str, call: Call, target: ThrottleTarget) -> Grant | None:
         """A slot at once when nobody waits and one is free; otherwise store the call
-        (durably, when this returns) for its queue's dispatcher and return ``None``."""
+        (durably, when this returns) for its queue's dispatcher and return ``None``. A
+        caller cancelled before the call is stored takes it out of the queue again."""
         key = target.key
-        self._rates[key] = target.rate
+        self._rates.setdefault(key, target.rate)
         dispatcher = self._dispatchers.get(key)
-        if self._store.depth(key) == 0 and (dispatcher is None or not dispatcher.retries):
+        if self._store.depth(key) == 0 and (dispatcher is None or not dispatcher.waiting()):
             found = await self._slots.acquire((self.limit(key),), self._now_ms())
             if isinstance(found, Grant):
                 return found
         now = self._clock.now()
         item = QueuedCall(call_id=call_id, queue=key, call=call, enqueued_at=now,
                           rate=target.rate)  # fmt: skip
-        await self._store.push(item)
-        self._dispatch(key)
+        try:
+            await self._store.push(item)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._store.remove(call_id))  # its row is being written
+            raise
+        if not self._closed:  # else it waits, stored, for the next start
+            self._dispatch(key)
         return None
 
     async def wait_retry(self, target: ThrottleTarget) -> Grant:
-        """Wait, ahead of the queue's first attempts, for a slot. Cancel to give up."""
-        self._rates[target.key] = target.rate
+        """Wait, ahead of the queue's first attempts, for a slot. Cancel to give up; once
+        the throttling is closed, this is cancelled at once."""
+        if self._closed:
+            raise asyncio.CancelledError
+        self._rates.setdefault(target.key, target.rate)
         dispatcher = self._dispatch(target.key)
         waiter: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         dispatcher.retries.append(waiter)
@@ -115,6 +130,12 @@ class Throttling:
             if waiter.done() and not waiter.cancelled():  # granted as it was cancelled
                 self._slots.release(waiter.result())
             raise
+
+    def freed(self, grant: Grant) -> None:
+        """A throttling slot was given back unused: its queue may go on at once."""
+        dispatcher = self._dispatchers.get(grant.limits[0].key)
+        if dispatcher is not None and not self._closed:
+            dispatcher.poke()
 
     async def resume(self, deployed_rate: Callable[[str], int | None]) -> None:
         """Start dispatching the queues the store holds (after a restart), each at its
@@ -148,7 +169,9 @@ class Throttling:
 
     async def aclose(self) -> None:
         """Stop dispatching; waiting calls stay stored, retry waiters are cancelled."""
-        for dispatcher in self._dispatchers.values():
+        self._closed = True
+        while self._dispatchers:  # a retry may still come in while one closes
+            _, dispatcher = self._dispatchers.popitem()
             await dispatcher.aclose()
 
 
@@ -161,12 +184,21 @@ class _Dispatcher:
         self._throttling = throttling
         self._task: asyncio.Task[None] | None = None
         self._poked = False
+        self._wake = asyncio.Event()
 
     def poke(self) -> None:
-        """Something may be waiting: look again (start if stopped)."""
+        """Something changed (a call stored, a retry waiting, a slot freed, the rate): look
+        again at once, starting if stopped."""
         self._poked = True
+        self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"dispatch {self.key}")
+
+    def waiting(self) -> bool:
+        """Whether retries wait for a slot (those that gave up are dropped here)."""
+        if any(waiter.done() for waiter in self.retries):
+            self.retries = deque(waiter for waiter in self.retries if not waiter.done())
+        return bool(self.retries)
 
     async def _run(self) -> None:
         """Drain; a failure (the store unavailable, say) is logged and the drain tried
@@ -184,14 +216,14 @@ class _Dispatcher:
         expires: float | None = None  # when the head call expires (None: look now)
         while True:
             self._poked = False
+            self._wake.clear()
             now = clock.now()
             if expires is None or now >= expires:
                 expired, head = await store.expire(self.key, now - t._max_age)
                 for item in expired:
                     t._expired(item)
                 expires = None if head is None else head + t._max_age
-            while self.retries and self.retries[0].done():  # gave up waiting
-                self.retries.popleft()
+            self.waiting()  # drops the retries that gave up
             wanted = len(self.retries) + min(store.depth(self.key), BATCH)
             grants: list[Grant] = []
             wait: Wait | None = None
@@ -216,7 +248,7 @@ class _Dispatcher:
                 pause = wait.ms / 1000
                 if expires is not None:
                     pause = min(pause, max(0.0, expires - now))
-                await clock.sleep(pause)
+                await self._nap(pause)
             elif not wanted and not self._poked:
                 return
 
@@ -241,6 +273,13 @@ class _Dispatcher:
         while grants:
             t._slots.release(grants.pop())
         return bool(items)
+
+    async def _nap(self, seconds: float) -> None:
+        """Wait ``seconds``, or less when poked."""
+        clock = self._throttling._clock
+        with contextlib.suppress(TimeoutError):
+            async with clock.deadline(clock.now() + seconds):
+                await self._wake.wait()
 
     async def aclose(self) -> None:
         if self._task is not None:

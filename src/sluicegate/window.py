@@ -113,10 +113,6 @@ class SlidingWindow:
         entries.append([sent_ms, count])
         self._stamped += count
 
-    def entries(self) -> list[tuple[int, int]]:
-        """The stamped slots held, as ``(ms, count)`` oldest first."""
-        return [(stamp, count) for stamp, count in self._entries]
-
     def restore(self, entries: list[tuple[int, int]]) -> None:
         """Hold ``entries`` (``(sent_ms, count)``, oldest first) again, as after a restart."""
         for stamp, count in entries:

@@ -96,8 +96,11 @@ def _head(queue: str, after: int, count: int, conn: sqlite3.Connection) -> list[
     return conn.execute(sql, (queue, after, count)).fetchall()
 
 
-def _expire(queue: str, after: int, cutoff: float, conn: sqlite3.Connection) -> list[Any]:
-    """Delete the head rows enqueued at or before ``cutoff``; return them and the next."""
+def _expire(
+    queue: str, after: int, cutoff: float, conn: sqlite3.Connection
+) -> tuple[list[Any], float | None]:
+    """Delete the head rows enqueued at or before ``cutoff``: those rows, and the enqueue
+    time of the new head (``None`` when none is left)."""
     expired = []
     while True:
         rows = _head(queue, after, 500, conn)
@@ -107,7 +110,7 @@ def _expire(queue: str, after: int, cutoff: float, conn: sqlite3.Connection) -> 
                 conn.executemany("DELETE FROM queued_calls WHERE seq = ?", [(r[0],) for r in old])
             expired += old
         if len(old) < len(rows) or not rows:
-            return [*expired, *rows[len(old) : len(old) + 1]]
+            return expired, rows[len(old)][3] if len(old) < len(rows) else None
 
 
 class SqliteQueueStore:
@@ -133,22 +136,19 @@ class SqliteQueueStore:
         rows = await self._db.run(
             "claiming calls", partial(_head, queue, self._cursor[queue], count)
         )
-        if not rows:
-            return []
-        self._cursor[queue] = rows[-1][0]
-        self._depth[queue] -= len(rows)
-        items = [_from_row(row[1:]) for row in rows]
-        self._claimed.update(item.call_id for item in items)
+        items = [_from_row(row[1:]) for row in rows]  # first: a row it cannot read moves nothing
+        if items:
+            self._cursor[queue] = rows[-1][0]
+            self._depth[queue] -= len(rows)
+            self._claimed.update(item.call_id for item in items)
         return items
 
     async def expire(self, queue: str, cutoff: float) -> tuple[list[QueuedCall], float | None]:
-        found = await self._db.run(
+        rows, head = await self._db.run(
             "expiring calls", partial(_expire, queue, self._cursor[queue], cutoff)
         )
-        expired = [_from_row(row[1:]) for row in found if row[3] <= cutoff]
-        self._depth[queue] -= len(expired)
-        head = found[-1][3] if found and found[-1][3] > cutoff else None
-        return expired, head
+        self._depth[queue] -= len(rows)
+        return [_from_row(row[1:]) for row in rows], head
 
     async def remove(self, call_id: str) -> None:
         if call_id in self._claimed:  # the usual case: a dispatched call ended
@@ -232,8 +232,8 @@ class SqliteSlotStore:
         self._windows.sent(grant, sent_ms)
         self._commits.add(_STAMP, (sent_ms, grant.ticket))
         self._stamps += 1
-        if self._stamps % PRUNE_EVERY == 0:
-            self._commits.add(_PRUNE, (sent_ms - max(limit.period_ms for limit in grant.limits),))
+        if self._stamps % PRUNE_EVERY == 0:  # slots whose window had passed by now
+            self._commits.add(_PRUNE, (sent_ms,))
 
     def release(self, grant: Grant) -> None:
         self._windows.release(grant)

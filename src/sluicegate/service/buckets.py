@@ -134,6 +134,10 @@ class ReportBook:
         await self.compact()
         self._task = asyncio.create_task(self._run(), name="report flush")
 
+    async def written(self) -> None:
+        """Buckets are written on their own schedule: a crash loses the last seconds of
+        counts, never a call's result (the call log keeps those)."""
+
     def record(self, call: Call, result: CallResult) -> None:
         """Count one finished call; never awaits, never raises on valid results."""
         second = int(self._clock.now())

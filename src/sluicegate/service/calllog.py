@@ -20,19 +20,19 @@ is read back from the row when it ends), like it holds nothing in the engine. Ca
 are sent once the result is written (``callback_due`` marks those owed), and owed ones
 are sent again after a restart: delivery is at least once.
 
-A call whose result can no longer come ended ``network_error``, as whether the external
-system received it cannot be known: at start, a call left ``accepted`` that the engine
-neither runs nor holds (it was running when the engine stopped); when asked for, a call
-left ``queued`` that the engine no longer holds (it ended, and its result was lost in a
-crash). Rows are kept :data:`RETENTION` seconds; an idempotency key counts for
-:data:`IDEMPOTENCY_WINDOW`.
+A queued call leaves the engine's store only once its result is written here
+(:meth:`CallLog.written`). A call whose result can no longer come ends ``network_error``,
+as whether the external system received it cannot be known: at start, a call left
+``accepted`` that the engine neither runs nor holds (it was running at a stop); when asked
+for, a call left ``queued`` that the engine no longer holds. Such an ending never replaces
+a result written meanwhile. Rows are kept :data:`RETENTION` seconds; an idempotency key
+counts for :data:`IDEMPOTENCY_WINDOW`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from functools import partial
 
 from sluicegate.backends.database import Database
@@ -49,6 +49,7 @@ from sluicegate.service.callrows import (
     Accepted,
     Batch,
     Finished,
+    Found,
     interrupted,
     write_batch,
 )
@@ -59,15 +60,6 @@ IDEMPOTENCY_WINDOW = 24 * HOUR
 PRUNE_EVERY = HOUR
 RETRY_WRITE_AFTER = 1.0
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Found:
-    """A call as lookups see it: its state, and its result view (JSON) once done."""
-
-    call_id: str
-    state: CallState
-    json: str | None = None
 
 
 class CallLog:
@@ -88,6 +80,7 @@ class CallLog:
         self._pruned_at = 0.0
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._writing = False  # a batch is being written
 
     @property
     def callback_counts(self) -> dict[str, int]:
@@ -100,18 +93,19 @@ class CallLog:
         self._callbacks = Callbacks(self._clock, gate.settings, self._settle)
         rows = await self._db.execute(
             "reading unfinished calls",
-            "SELECT call_id, org, sandbox, journey, callback_url FROM calls "
-            f"WHERE state = '{ACCEPTED}'",
+            f"SELECT call_id, org, sandbox, journey FROM calls WHERE state = '{ACCEPTED}'",
         )
-        for call_id, org, sandbox, journey, url in rows:
+        for call_id, org, sandbox, journey in rows:
             if call_id in self._finished:  # recovered from its queue, and ended already
                 continue
             if await gate.find(call_id) is not None:  # queued: its row was not told
                 self._pending.queued.append(call_id)
                 continue
+            if call_id in self._finished:  # ended while we looked
+                continue
             self._finish(Finished(call_id=call_id, org=org, sandbox=sandbox, journey=journey,
                                   at=self._clock.now(), result=interrupted(call_id),
-                                  callback=url, known=True))  # fmt: skip
+                                  callback=None, known=False, guarded=True))  # fmt: skip
         owed = await self._db.execute(
             "reading owed callbacks",
             "SELECT call_id, callback_url, result FROM calls WHERE callback_due = 1",
@@ -151,7 +145,7 @@ class CallLog:
 
     def withdraw(self, entry: Accepted) -> None:
         """Forget a call that could not be submitted after all, its row included."""
-        self._written(entry)
+        self._row_written(entry)
         self._direct.pop(entry.call_id, None)
         self._pending.withdrawn.append(entry.call_id)
         self._wake.set()
@@ -163,6 +157,16 @@ class CallLog:
                               journey=call.journey, at=self._clock.now(), result=result,
                               callback=self._direct.pop(result.call_id, None),
                               known=known))  # fmt: skip
+
+    async def written(self) -> None:
+        """Return once every result recorded so far is written (the gate removes a queued
+        call from the engine's store only then)."""
+        if not self._pending.finished and not self._writing:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.written.append(waiter)
+        self._wake.set()
+        await waiter
 
     def finished_json(self, call_id: str) -> str | None:
         """The result view of a call that ended and is not written yet."""
@@ -197,7 +201,7 @@ class CallLog:
                 self._finish(Finished(call_id=call_id, org=org, sandbox=sandbox,
                                       journey=journey, at=self._clock.now(),
                                       result=interrupted(call_id), callback=None,
-                                      known=False))  # fmt: skip
+                                      known=False, guarded=True))  # fmt: skip
         return Found(call_id, "running")
 
     async def find_key(self, org: str, sandbox: str, key: str) -> str | None:
@@ -225,7 +229,7 @@ class CallLog:
         self._pending.settled.append(call_id)
         self._wake.set()
 
-    def _written(self, entry: Accepted) -> None:
+    def _row_written(self, entry: Accepted) -> None:
         """Stop looking ``entry`` up in memory: its row is in the database (or never will be)."""
         self._unwritten.pop(entry.call_id, None)
         if entry.idempotency_key is not None:
@@ -247,16 +251,21 @@ class CallLog:
         batch, self._pending = self._pending, Batch()
         now = self._clock.now()
         prune = now - RETENTION if now - self._pruned_at >= PRUNE_EVERY else None
+        self._writing = True
         try:
             looked_up = await self._db.run("saving calls", partial(write_batch, batch, prune))
         except StorageError as exc:
+            self._writing = False
             for waiter, entry in batch.waiters:  # those requests fail, their calls not made
-                self._written(entry)
+                self._row_written(entry)
                 self._direct.pop(entry.call_id, None)
                 if not waiter.done():
                     waiter.set_exception(exc)
             if self._closing:
                 log.error("could not save calls and results; lost at shutdown: %s", exc)
+                for waiter in batch.written:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
                 self._wake.set()
                 return
             log.error("could not save calls and results (will retry): %s", exc)
@@ -265,17 +274,19 @@ class CallLog:
             self._pending.finished[:0] = batch.finished
             self._pending.settled[:0] = batch.settled
             self._pending.withdrawn[:0] = batch.withdrawn
+            self._pending.written[:0] = batch.written
             await self._clock.sleep(RETRY_WRITE_AFTER)
             self._wake.set()
             return
+        self._writing = False
         if prune is not None:
             self._pruned_at = now
-        for waiter, _ in batch.waiters:
+        for waiter in (*(waiter for waiter, _ in batch.waiters), *batch.written):
             if not waiter.done():
                 waiter.set_result(None)
         for entry in batch.accepted:
             if self._unwritten.get(entry.call_id) is entry:
-                self._written(entry)
+                self._row_written(entry)
         for done in batch.finished:
             if self._finished.get(done.call_id) is done:
                 del self._finished[done.call_id]

@@ -14,6 +14,7 @@ import asyncio
 import sqlite3
 from dataclasses import dataclass, field
 
+from sluicegate.handle import CallState
 from sluicegate.outcomes import INTERRUPTED, AttemptError, CallResult, ErrorKind, Outcome
 from sluicegate.service.callview import view_json
 
@@ -40,6 +41,9 @@ class Finished:
 
     ``callback`` is its callback URL when ``known``; a call that waited in a queue holds
     nothing in memory, so its callback is not known, and the write reads it from the row.
+    A ``guarded`` result is one made up for a call whose own result is not known (it was
+    cut off by a stop): it is written only over a row that has no result yet, and its
+    callback (read from the row) is sent only then.
     """
 
     call_id: str
@@ -50,6 +54,7 @@ class Finished:
     result: CallResult
     callback: str | None
     known: bool
+    guarded: bool = False
     _json: str | None = field(default=None, repr=False)
 
     def json(self) -> str:
@@ -57,6 +62,15 @@ class Finished:
         if self._json is None:
             self._json = view_json(self.result)
         return self._json
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A call as lookups see it: its state, and its result view (JSON) once done."""
+
+    call_id: str
+    state: CallState
+    json: str | None = None
 
 
 @dataclass(slots=True)
@@ -69,10 +83,11 @@ class Batch:
     settled: list[str] = field(default_factory=list)
     withdrawn: list[str] = field(default_factory=list)
     waiters: list[tuple[asyncio.Future[None], Accepted]] = field(default_factory=list)
+    written: list[asyncio.Future[None]] = field(default_factory=list)  # see CallLog.written
 
     def __bool__(self) -> bool:
         return bool(self.accepted or self.queued or self.finished or self.settled
-                    or self.withdrawn)  # fmt: skip
+                    or self.withdrawn or self.written)  # fmt: skip
 
 
 def interrupted(call_id: str) -> CallResult:
@@ -95,6 +110,7 @@ _DONE = (
     "callback_due = calls.callback_url IS NOT NULL"
 )
 _DONE_LOOKUP = f"{_DONE} RETURNING callback_url"
+_DONE_GUARDED = f"{_DONE} WHERE calls.state != 'done' RETURNING callback_url"
 
 
 def write_batch(batch: Batch, prune: float | None, conn: sqlite3.Connection) -> dict[str, str]:
@@ -112,7 +128,8 @@ def write_batch(batch: Batch, prune: float | None, conn: sqlite3.Connection) -> 
         for f in batch.finished:
             if not f.known:
                 row = (f.call_id, f.org, f.sandbox, f.journey, f.at, f.json())
-                (url,) = conn.execute(_DONE_LOOKUP, row).fetchone()
+                written = conn.execute(_DONE_GUARDED if f.guarded else _DONE_LOOKUP, row)
+                url = next(iter(written.fetchone() or ()), None)  # no row: not written
                 if url is not None:
                     found[f.call_id] = url
         conn.executemany("UPDATE calls SET callback_due = 0 WHERE call_id = ?",

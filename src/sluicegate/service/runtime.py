@@ -51,6 +51,10 @@ class _Fanout:
         for reporter in self._reporters:
             reporter.record(call, result)
 
+    async def written(self) -> None:
+        for reporter in self._reporters:
+            await reporter.written()
+
 
 @asynccontextmanager
 async def open_runtime(

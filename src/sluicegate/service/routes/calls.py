@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 from sluicegate.call import METHOD_ALIASES, METHODS, Call, Service, check_url, new_call_id
 from sluicegate.errors import InvalidCall
 from sluicegate.handle import CallHandle
-from sluicegate.service.calllog import CallLog, Found
-from sluicegate.service.callrows import Accepted
+from sluicegate.service.calllog import CallLog
+from sluicegate.service.callrows import Accepted, Found
 from sluicegate.service.callview import view_json
 from sluicegate.service.context import Caller, Context
 from sluicegate.service.problems import Problem, responses
