@@ -119,19 +119,24 @@ async def api(tmp_path: Path) -> Any:
 CAPPING = {"maxCallsCount": 100, "periodInMs": 1000}
 
 
+async def deploy_capping(api: Api, system: ArrivalSystem) -> None:
+    """Deploy :data:`CAPPING` on the action POSTs to ``system``'s ``/ok/*``."""
+    await api.deploy(
+        "endpointConfigs",
+        {
+            "url": system.url("/ok/*"),
+            "methods": ["POST"],
+            "services": {"action": {"rating": CAPPING}},
+        },
+    )
+
+
 async def test_a_capping_rule_holds_at_the_external_system_under_load(api: Api) -> None:
     """Capping 100 per 1000 ms, offered 300 calls/s for 10 s on a busy machine: no window
     of 1000 ms at the external system holds more than 100 requests, wherever it starts,
     and at least 95% of the 1000 possible arrive."""
     async with arrivals_system() as system, busy_core():
-        await api.deploy(
-            "endpointConfigs",
-            {
-                "url": system.url("/ok/*"),
-                "methods": ["POST"],
-                "services": {"action": {"rating": CAPPING}},
-            },
-        )
+        await deploy_capping(api, system)
         await drive(api, system.url("/ok/c"), rate=300, seconds=SECONDS)
         times = await settled(system, "/ok/c")
     assert most_in_window(times, 1.0) <= 100
@@ -144,14 +149,7 @@ async def test_a_capping_rule_holds_at_the_external_system_under_bursts(api: Api
     window of 1000 ms at the external system holds more than 100 (a slot counts from the
     send, not from the grant)."""
     async with arrivals_system() as system, busy_core():
-        await api.deploy(
-            "endpointConfigs",
-            {
-                "url": system.url("/ok/*"),
-                "methods": ["POST"],
-                "services": {"action": {"rating": CAPPING}},
-            },
-        )
+        await deploy_capping(api, system)
         await drive(api, system.url("/ok/b"), rate=300, seconds=SECONDS / 2, bursts=0.1)
         times = await settled(system, "/ok/b")
     assert most_in_window(times, 1.0) <= 100

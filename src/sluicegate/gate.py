@@ -188,7 +188,9 @@ class Gate:
         if call_id in self._running:
             return "running"
         stored = await self._backend.queue.find(call_id)
-        return None if stored is None else "queued" if stored == "queued" else "running"
+        if stored is None:
+            return None
+        return "queued" if stored == "queued" else "running"  # claimed: being handed over
 
     async def queues(self) -> list[QueueState]:
         """Depth, rate and oldest age of every throttling queue with calls waiting."""
@@ -246,18 +248,19 @@ class Gate:
 
     def _dispatched(self, item: QueuedCall, grant: Grant) -> None:
         """A queue's dispatcher hands over its head call with its slot: run it."""
-        queued_ms = max(0.0, (self._clock.now() - item.enqueued_at) * 1000)
         resolution = self.rules.resolve(item.call)
-        work = self._run(item.call, item.call_id, resolution, grant, queued_ms=queued_ms,
-                         stored=True)  # fmt: skip
+        work = self._run(item.call, item.call_id, resolution, grant,
+                         queued_ms=self._queued_ms(item), stored=True)  # fmt: skip
         self._spawn(item.call_id, work)
 
     def _expired(self, item: QueuedCall) -> None:
         error = AttemptError(kind=ErrorKind.EXPIRED, message="six hours in the throttling queue")
-        queued_ms = max(0.0, (self._clock.now() - item.enqueued_at) * 1000)
         endpoint = self.rules.resolve(item.call).endpoint
         self._report(item.call, _ended(item.call_id, Outcome.EXPIRED, endpoint, error,
-                                       queued_ms=queued_ms))  # fmt: skip
+                                       queued_ms=self._queued_ms(item)))  # fmt: skip
+
+    def _queued_ms(self, item: QueuedCall) -> float:
+        return max(0.0, (self._clock.now() - item.enqueued_at) * 1000)
 
     def _spawn(self, call_id: str, work: Coroutine[Any, Any, CallResult]) -> None:
         """Run a call in the background; its handle's future learns how it ended."""

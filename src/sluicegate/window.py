@@ -51,15 +51,12 @@ class SlidingWindow:
         depends on when their requests leave): the answer is then ``period_ms``, the
         earliest a reservation sent now would free.
         """
-        entries = self._entries
-        horizon = now_ms - self.period_ms
-        while entries and entries[0][0] <= horizon:  # _expire, inlined: once per decision
-            self._stamped -= entries.popleft()[1]
+        self._expire(now_ms)
         excess = self._stamped + self._reserved - self.limit
         if excess < 0:
             return 0
         # Usually one entry must leave; after the limit was lowered, possibly several.
-        for stamp, count in entries:
+        for stamp, count in self._entries:
             excess -= count
             if excess < 0:
                 return max(1, stamp + self.period_ms - now_ms)
@@ -72,29 +69,21 @@ class SlidingWindow:
         :meth:`release` (it never was).
         """
         entries = self._entries
-        if entries and entries[0][0] <= now_ms - self.period_ms:
-            return self._acquire_after_expiry(now_ms)
-        if self._stamped + self._reserved < self.limit:  # the usual case, on the hot path
-            self._reserved += 1
-            return 0
-        return self.wait_ms(now_ms)
-
-    def _acquire_after_expiry(self, now_ms: int) -> int:
-        wait = self.wait_ms(now_ms)
-        if wait == 0:
-            self._reserved += 1
-        return wait
+        # Only a full window, or one with slots to expire, needs the whole decision.
+        if self._stamped + self._reserved >= self.limit or (
+            entries and entries[0][0] <= now_ms - self.period_ms
+        ):
+            wait = self.wait_ms(now_ms)
+            if wait:
+                return wait
+        self._reserved += 1
+        return 0
 
     def stamp(self, sent_ms: int) -> None:
         """A reserved slot's request was sent at ``sent_ms``: it is held until
         ``sent_ms + period_ms``."""
         self._reserved -= 1
-        entries = self._entries
-        if entries and entries[-1][0] >= sent_ms:  # see _record
-            entries[-1][1] += 1
-            self._stamped += 1
-        else:
-            self._record(sent_ms, 1)
+        self._record(sent_ms, 1)
 
     def release(self) -> None:
         """A reserved slot's request was never sent: the slot is free again."""

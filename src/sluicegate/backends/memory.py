@@ -39,11 +39,7 @@ class MemorySlotStore:
     def acquire_now(self, limits: Sequence[Limit], now_ms: int) -> Grant | Wait:
         """The synchronous core of :meth:`acquire`."""
         if len(limits) == 1:
-            limit = limits[0]
-            window = self._windows.get(limit.key)
-            if window is None or window.limit != limit.count or window.period_ms != limit.period_ms:
-                window = self.window(limit)
-            wait = window.acquire(now_ms)
+            wait = self.window(limits[0]).acquire(now_ms)
             return Wait(wait) if wait else Grant(limits)
         windows = [self.window(limit) for limit in limits]
         wait = max(window.wait_ms(now_ms) for window in windows)

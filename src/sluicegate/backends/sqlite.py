@@ -109,8 +109,10 @@ def _expire(
             with conn:
                 conn.executemany("DELETE FROM queued_calls WHERE seq = ?", [(r[0],) for r in old])
             expired += old
-        if len(old) < len(rows) or not rows:
-            return expired, rows[len(old)][3] if len(old) < len(rows) else None
+        if not rows:
+            return expired, None
+        if len(old) < len(rows):
+            return expired, rows[len(old)][3]
 
 
 class SqliteQueueStore:

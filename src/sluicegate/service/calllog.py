@@ -96,16 +96,10 @@ class CallLog:
             f"SELECT call_id, org, sandbox, journey FROM calls WHERE state = '{ACCEPTED}'",
         )
         for call_id, org, sandbox, journey in rows:
-            if call_id in self._finished:  # recovered from its queue, and ended already
-                continue
             if await gate.find(call_id) is not None:  # queued: its row was not told
                 self._pending.queued.append(call_id)
-                continue
-            if call_id in self._finished:  # ended while we looked
-                continue
-            self._finish(Finished(call_id=call_id, org=org, sandbox=sandbox, journey=journey,
-                                  at=self._clock.now(), result=interrupted(call_id),
-                                  callback=None, known=False, guarded=True))  # fmt: skip
+            elif call_id not in self._finished:  # not recovered from its queue and ended
+                self._interrupt(call_id, org, sandbox, journey)
         owed = await self._db.execute(
             "reading owed callbacks",
             "SELECT call_id, callback_url, result FROM calls WHERE callback_due = 1",
@@ -145,8 +139,7 @@ class CallLog:
 
     def withdraw(self, entry: Accepted) -> None:
         """Forget a call that could not be submitted after all, its row included."""
-        self._row_written(entry)
-        self._direct.pop(entry.call_id, None)
+        self._drop(entry)
         self._pending.withdrawn.append(entry.call_id)
         self._wake.set()
 
@@ -198,10 +191,7 @@ class CallLog:
             if self._gate is not None and (where := await self._gate.find(call_id)) is not None:
                 return Found(call_id, where)
             if call_id not in self._finished:  # it ended, and its result was lost in a crash
-                self._finish(Finished(call_id=call_id, org=org, sandbox=sandbox,
-                                      journey=journey, at=self._clock.now(),
-                                      result=interrupted(call_id), callback=None,
-                                      known=False, guarded=True))  # fmt: skip
+                self._interrupt(call_id, org, sandbox, journey)
         return Found(call_id, "running")
 
     async def find_key(self, org: str, sandbox: str, key: str) -> str | None:
@@ -225,9 +215,20 @@ class CallLog:
         self._pending.finished.append(finished)
         self._wake.set()
 
+    def _interrupt(self, call_id: str, org: str, sandbox: str, journey: str) -> None:
+        """End a call whose own result can no longer come (see the module docstring)."""
+        self._finish(Finished(call_id=call_id, org=org, sandbox=sandbox, journey=journey,
+                              at=self._clock.now(), result=interrupted(call_id), callback=None,
+                              known=False, guarded=True))  # fmt: skip
+
     def _settle(self, call_id: str) -> None:
         self._pending.settled.append(call_id)
         self._wake.set()
+
+    def _drop(self, entry: Accepted) -> None:
+        """Forget ``entry`` altogether: it will never be submitted."""
+        self._row_written(entry)
+        self._direct.pop(entry.call_id, None)
 
     def _row_written(self, entry: Accepted) -> None:
         """Stop looking ``entry`` up in memory: its row is in the database (or never will be)."""
@@ -257,8 +258,7 @@ class CallLog:
         except StorageError as exc:
             self._writing = False
             for waiter, entry in batch.waiters:  # those requests fail, their calls not made
-                self._row_written(entry)
-                self._direct.pop(entry.call_id, None)
+                self._drop(entry)
                 if not waiter.done():
                     waiter.set_exception(exc)
             if self._closing:
