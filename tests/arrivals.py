@@ -130,6 +130,8 @@ def route(path: str) -> bytes | None:
         if hops == 0:
             return respond(200, b"ok")
         return respond(302, headers=[("Location", f"/redirect/{hops - 1}/{parts[3]}")])
+    if parts[1] == "busy" and len(parts) >= 3 and parts[2].isdigit():  # /busy/<seconds>/...
+        return respond(429, b"busy", headers=[("Retry-After", parts[2])])
     if parts[1] == "status" and len(parts) >= 3 and parts[2].isdigit():
         code = int(parts[2])
         if 200 <= code <= 599:

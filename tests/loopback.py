@@ -197,14 +197,17 @@ class Served:
 
 
 @asynccontextmanager
-async def sluicegate_serve(data_dir: Path, *args: str) -> AsyncIterator[Served]:
-    """Run ``sluicegate serve --dev`` on ``data_dir`` for the block (extra ``args`` after),
-    once it is serving. At the end: SIGTERM, then SIGKILL if it has not exited in 20 s."""
+async def sluicegate_serve(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[Served]:
+    """Run ``sluicegate serve --dev`` on ``data_dir`` for the block (extra ``args`` after,
+    extra environment variables ``env``), once it is serving. At the end: SIGTERM, then
+    SIGKILL if it has not exited in 20 s."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         *SLUICEGATE, "serve", "--dev", "--port", str(port), "--data-dir", str(data_dir), *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )  # fmt: skip
     served = Served(f"http://127.0.0.1:{port}", process)
     ready = asyncio.Event()

@@ -4,15 +4,48 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from sluicegate.wiring import Shared
 
 app = typer.Typer(help="sluicegate: guardrails for journeys calling external systems.")
 keys = typer.Typer(help="API keys of the service.")
 app.add_typer(keys, name="keys")
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the service keeps its data.")]
+RedisUrl = Annotated[
+    str | None,
+    typer.Option("--redis", envvar="SLUICEGATE_REDIS_URL",
+                 help="Redis shared by several instances (slots, queues), e.g. redis://host:6379/0."),
+]  # fmt: skip
+PostgresUrl = Annotated[
+    str | None,
+    typer.Option("--postgres", envvar="SLUICEGATE_POSTGRES_URL",
+                 help="PostgreSQL shared by several instances (configs, keys, results, reports)."),
+]  # fmt: skip
+
+RedisPrefix = Annotated[
+    str,
+    typer.Option("--redis-prefix", envvar="SLUICEGATE_REDIS_PREFIX",
+                 help="Starts every Redis key: deployments sharing one Redis use different ones."),
+]  # fmt: skip
+
+
+def _storage(data_dir: Path, redis: str | None, postgres: str | None, *, need_redis: bool = True,
+             prefix: str = "sg") -> Path | Shared:  # fmt: skip
+    """The data directory, or the shared stores when their URLs are given."""
+    from sluicegate.wiring import Shared
+
+    if redis is None and postgres is None:
+        return data_dir
+    if postgres is None or (need_redis and redis is None):
+        typer.echo("error: shared storage needs both --redis and --postgres "
+                   "(or SLUICEGATE_REDIS_URL and SLUICEGATE_POSTGRES_URL)", err=True)  # fmt: skip
+        raise typer.Exit(2)
+    return Shared(redis_url=redis or "", postgres_url=postgres, prefix=prefix)
 
 
 @app.command()
@@ -32,26 +65,41 @@ def serve(
     dev: Annotated[
         bool, typer.Option(help="Allow egress to loopback and any port; make a first key.")
     ] = False,
+    redis: RedisUrl = None,
+    postgres: PostgresUrl = None,
+    redis_prefix: RedisPrefix = "sg",
 ) -> None:
-    """Run the HTTP service: the Adobe-compatible configuration API, calls and reports."""
+    """Run the HTTP service: the Adobe-compatible configuration API, calls and reports.
+
+    Alone, it keeps its data in --data-dir (SQLite). Several instances behind one load
+    balancer share --redis and --postgres instead, and enforce one set of rules together."""
+    from sluicegate.errors import StorageError
     from sluicegate.service.server import run
     from sluicegate.service.server import serve as serve_forever
 
-    run(lambda: serve_forever(data_dir=data_dir, host=host, port=port, dev=dev, say=typer.echo))
+    where = _storage(data_dir, redis, postgres, prefix=redis_prefix)
+    try:
+        run(lambda: serve_forever(where=where, host=host, port=port, dev=dev, say=typer.echo))
+    except StorageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(3) from None
 
 
 @keys.command("create")
 def create_key(
-    data_dir: DataDir,
     org: Annotated[str, typer.Option(help="The org the key acts for.")],
     role: Annotated[str, typer.Option(help="admin, editor, caller or viewer.")] = "admin",
+    data_dir: DataDir = Path(".sluicegate"),
+    redis: RedisUrl = None,
+    postgres: PostgresUrl = None,
 ) -> None:
     """Create an API key; the token is printed alone on the last line."""
     from sluicegate.errors import SluicegateError
     from sluicegate.service.keys import create
 
     try:
-        token = asyncio.run(create(data_dir=data_dir, org=org, role=role))
+        where = _storage(data_dir, redis, postgres, need_redis=False)
+        token = asyncio.run(create(data_dir=where, org=org, role=role))
     except SluicegateError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -62,6 +62,28 @@ class RuleBook:
 
     async def load(self) -> None:
         """Replace what is held by what the store holds (at startup)."""
+        records = await self._read()
+        async with self._lock:
+            self._records = records
+            self._version += 1
+            self._resolver = None
+
+    async def reload(self) -> None:
+        """Take in what another process changed in a shared store: every config found
+        changed, added or gone is announced as a change made here would be."""
+        async with self._lock:
+            records = await self._read()
+            changed = [
+                record for uid, record in records.items() if self._records.get(uid) != record
+            ]
+            gone = self._records.keys() - records.keys()
+            self._records = records
+        for record in changed:
+            self._changed(record)
+        if gone:
+            self._changed(None)
+
+    async def _read(self) -> dict[str, ConfigRecord]:
         records: dict[str, ConfigRecord] = {}
         for kind, doc in await self._store.load():
             try:
@@ -69,10 +91,7 @@ class RuleBook:
             except (ValueError, KeyError, TypeError, InvalidConfig) as exc:
                 raise StorageError(f"unreadable stored {kind} config: {exc}") from exc
             records[record.uid] = record
-        async with self._lock:
-            self._records = records
-            self._version += 1
-            self._resolver = None
+        return records
 
     async def create(
         self,

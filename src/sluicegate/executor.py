@@ -25,18 +25,19 @@ from dataclasses import dataclass, field, replace
 from sluicegate.budget import Budget
 from sluicegate.call import Call
 from sluicegate.clock import Clock
-from sluicegate.connections import ConnectionLimits
 from sluicegate.egress import EgressPolicy
-from sluicegate.errors import EgressBlocked, TransportError
+from sluicegate.errors import EgressBlocked, StorageError, TransportError
 from sluicegate.matching import Resolution
 from sluicegate.outcomes import INTERRUPTED, AttemptError, CallResult, ErrorKind, Outcome
 from sluicegate.redirects import REDIRECTS, next_hop
 from sluicegate.retry import RetryPolicy, is_retryable_status
-from sluicegate.storage import Grant, SlotStore, Wait
+from sluicegate.storage import ConnectionStore, Grant, SlotStore, Wait
 from sluicegate.throttle import Throttling
 from sluicegate.transport import Request, Response, Transport
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: Answers whose ``Retry-After`` pauses the endpoint for every call, on every instance.
+PAUSING_STATUSES = frozenset({429, 503})
 
 
 @dataclass(slots=True)
@@ -44,6 +45,7 @@ class _Progress:
     """What one call has done so far; turned into the frozen result at the end."""
 
     held: Grant | None  # the first attempt's throttling slot, until a request takes it
+    stored: bool = False  # from a queue: without a capping decision, it goes back there
     attempts: int = 0
     retries: int = 0
     retrying: bool = False  # a retry is due: its first request that leaves makes it one
@@ -105,7 +107,7 @@ class Executor:
         transport: Transport,
         slots: SlotStore,
         throttling: Throttling,
-        connections: ConnectionLimits,
+        connections: ConnectionStore,
         policy: EgressPolicy,
         retry: RetryPolicy,
         resolve: Callable[[Call], Resolution],
@@ -128,17 +130,21 @@ class Executor:
         *,
         call_id: str,
         grant: Grant | None,
-        queued_ms: float,
+        queued_ms: float = 0.0,
         interrupted: Callable[[CallResult], object] | None = None,
+        stored: bool = False,
     ) -> CallResult:
         """Run ``call``; ``grant`` is its first attempt's throttling slot, if it needs one.
 
         A call cancelled while running (its caller gave up, or the engine is stopping) is
         handed to ``interrupted`` as a ``network_error``, since nobody can tell whether the
-        external system received it; the cancellation then goes on.
+        external system received it; the cancellation then goes on. A ``stored`` call (from
+        a queue) whose first request gets no capping decision (a shared store unavailable)
+        raises :class:`~sluicegate.errors.StorageError`: it has not started, and goes back
+        to its queue.
         """
         budget = Budget.start(self._clock, call.timeout_seconds)
-        progress = _Progress(held=grant)
+        progress = _Progress(held=grant, stored=stored)
         headers = call.headers
         if not headers:
             headers = {IDEMPOTENCY_HEADER: call_id}
@@ -188,6 +194,8 @@ class Executor:
             if failure.status is not None and progress.response is not None:
                 headers = progress.response.headers
             wait = self._retry.wait(progress.retries, headers, self._clock.now())
+            if wait.asked_by_server and failure.status in PAUSING_STATUSES:
+                self._slots.pause(resolution.capping, int(wait.seconds * 1000), self._now_ms())
             if not budget.fits(wait.seconds):
                 if wait.asked_by_server:
                     return last
@@ -198,6 +206,26 @@ class Executor:
                 await self._clock.sleep(wait.seconds)
                 progress.waiting = False
             progress.retrying = True
+
+    async def _capping_slot(
+        self, resolution: Resolution, progress: _Progress
+    ) -> Grant | Wait | AttemptError:
+        """A slot of every capping window of ``resolution``. While the endpoint is paused
+        (a ``Retry-After``, seen by any instance), wait inside the budget. A store that
+        cannot decide refuses: traffic never goes through unlimited."""
+        try:
+            while True:
+                found = await self._slots.acquire(resolution.capping, self._now_ms())
+                if not isinstance(found, Wait) or not found.paused:
+                    return found
+                progress.waiting = True
+                await self._clock.sleep(found.ms / 1000)
+                progress.waiting = False
+        except StorageError as exc:
+            return AttemptError(kind=ErrorKind.CAPPED, message=f"no capping decision: {exc}")
+
+    def _now_ms(self) -> int:
+        return int(self._clock.now() * 1000)
 
     async def _redirected(
         self, call: Call, request: Request, response: Response, progress: _Progress
@@ -237,8 +265,12 @@ class Executor:
                 watch.grants.append(throttled)
                 progress.waiting = False
             if resolution.capping:
-                now_ms = int(self._clock.now() * 1000)
-                found = await self._slots.acquire(resolution.capping, now_ms)
+                found = await self._capping_slot(resolution, progress)
+                if isinstance(found, AttemptError):
+                    if progress.stored and not progress.attempts:
+                        raise StorageError(found.message)  # the gate puts it back
+                    progress.failed(found)
+                    return Outcome.CAPPED
                 if isinstance(found, Wait):
                     message = "no capping slot"
                     if progress.attempts:

@@ -11,18 +11,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any, Unpack, overload
 
 from sluicegate.call import Call, CallArgs, new_call_id
 from sluicegate.clock import Clock, SystemClock
 from sluicegate.configs import RuleBook
-from sluicegate.connections import ConnectionLimits
 from sluicegate.egress import EgressPolicy
+from sluicegate.errors import StorageError
 from sluicegate.executor import Executor
 from sluicegate.handle import CallHandle, CallState
 from sluicegate.matching import Resolution, throttle_key, throttle_owner
@@ -35,7 +35,9 @@ from sluicegate.settings import Settings
 from sluicegate.storage import Backend, Grant, QueuedCall
 from sluicegate.throttle import QueueState, Throttling
 from sluicegate.transport import Transport
-from sluicegate.wiring import default_transport, open_backend
+from sluicegate.wiring import Storage, default_transport, open_backend
+
+log = logging.getLogger(__name__)
 
 
 class Gate:
@@ -64,7 +66,6 @@ class Gate:
         self._transport = transport
         self._reporter = reporter
         self._policy = EgressPolicy(settings)
-        self._connections = ConnectionLimits()
         self._throttling = Throttling(
             clock=clock, slots=backend.slots, store=backend.queue,
             max_age=settings.queue_max_age, guard_ms=settings.send_guard_ms,
@@ -72,11 +73,11 @@ class Gate:
         )  # fmt: skip
         self._executor = Executor(
             clock=clock, transport=transport, slots=backend.slots,
-            throttling=self._throttling, connections=self._connections, policy=self._policy,
+            throttling=self._throttling, connections=backend.connections, policy=self._policy,
             retry=RetryPolicy(schedule=settings.retry_schedule), resolve=rules.resolve,
             max_redirects=settings.max_redirects,
         )  # fmt: skip
-        self._running: dict[str, asyncio.Task[CallResult]] = {}
+        self._running: dict[str, asyncio.Task[object]] = {}
         # Futures of calls someone waits for, held weakly: a dropped handle frees its own.
         self._waiters: dict[str, weakref.ref[asyncio.Future[CallResult]]] = {}
         self._closing = False
@@ -86,14 +87,15 @@ class Gate:
     @asynccontextmanager
     async def open(
         cls,
-        data_dir: str | Path | None = None,
+        data_dir: Storage = None,
         *,
         settings: Settings | None = None,
         clock: Clock | None = None,
         transport: Transport | None = None,
         reporter: Reporter | None = None,
     ) -> AsyncIterator[Gate]:
-        """Open a gate on ``data_dir`` (SQLite), or in memory when it is None."""
+        """Open a gate on ``data_dir`` (SQLite), in memory when it is None, or on storage
+        :class:`~sluicegate.wiring.Shared` by several instances (Redis + PostgreSQL)."""
         settings = settings or Settings()
         clock = clock or SystemClock()
         backend = await open_backend(data_dir)
@@ -109,11 +111,14 @@ class Gate:
                 transport=transport,
                 reporter=reporter,
             )
+            following = asyncio.create_task(backend.configs.follow(rules.reload))
             try:
                 await backend.recover(int(clock.now() * 1000))
                 await gate._throttling.resume(gate._deployed_rate)
                 yield gate
             finally:
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
                 await gate.aclose()
         finally:
             await backend.aclose()
@@ -202,7 +207,7 @@ class Gate:
 
     def connections_in_use(self, key: str) -> int:
         """Requests holding one of the connections of ``key`` right now."""
-        return self._connections.in_use(key)
+        return self._backend.connections.in_use(key)
 
     def _door(self, call: Call, call_id: str) -> Resolution | CallResult:
         """What applies to ``call``, or how it ended at the door (``blocked``)."""
@@ -224,34 +229,38 @@ class Gate:
             raise
 
     async def _run(
-        self,
-        call: Call,
-        call_id: str,
-        resolution: Resolution,
-        grant: Grant | None,
-        *,
-        queued_ms: float = 0.0,
-        stored: bool = False,
+        self, call: Call, call_id: str, resolution: Resolution, grant: Grant | None
     ) -> CallResult:
-        """Run a call let in; a ``stored`` one (from a queue) leaves the store once reported.
-        One cut short by a stop stays stored, runs again after restart, is reported then."""
-        result = await self._executor.run(
-            call, resolution, call_id=call_id, grant=grant, queued_ms=queued_ms,
-            interrupted=None if stored else partial(self._report, call),
-        )  # fmt: skip
+        """Run a call let in, and report it."""
+        result = await self._executor.run(call, resolution, call_id=call_id, grant=grant,
+                                          interrupted=partial(self._report, call))  # fmt: skip
+        return self._report(call, result)
+
+    async def _run_stored(self, item: QueuedCall, grant: Grant) -> None:
+        """Run a call from its queue; it leaves the store once reported (its result first,
+        so a crash in between delivers it again, never loses it). One cut short by a stop
+        stays stored, runs again after restart, is reported then. One whose first request
+        could not be decided (a shared store unavailable) goes back to its place."""
+        call, call_id = item.call, item.call_id
+        try:
+            result = await self._executor.run(
+                call, self.rules.resolve(call), call_id=call_id, grant=grant,
+                queued_ms=self._queued_ms(item), stored=True,
+            )  # fmt: skip
+        except StorageError:
+            try:
+                await self._backend.queue.unclaim(call_id)
+            except StorageError as exc:  # its claim ends on its own (a shared store's lease)
+                log.warning("queued call %s not put back yet: %s", call_id, exc)
+            return
         self._report(call, result)
-        if stored:  # its result first, so a crash in between delivers it again, never loses it
-            if self._reporter is not None:
-                await self._reporter.written()
-            await self._backend.queue.remove(call_id)
-        return result
+        if self._reporter is not None:
+            await self._reporter.written()
+        await self._backend.queue.remove(call_id)
 
     def _dispatched(self, item: QueuedCall, grant: Grant) -> None:
         """A queue's dispatcher hands over its head call with its slot: run it."""
-        resolution = self.rules.resolve(item.call)
-        work = self._run(item.call, item.call_id, resolution, grant,
-                         queued_ms=self._queued_ms(item), stored=True)  # fmt: skip
-        self._spawn(item.call_id, work)
+        self._spawn(item.call_id, self._run_stored(item, grant))
 
     def _expired(self, item: QueuedCall) -> None:
         error = AttemptError(kind=ErrorKind.EXPIRED, message="six hours in the throttling queue")
@@ -262,16 +271,19 @@ class Gate:
     def _queued_ms(self, item: QueuedCall) -> float:
         return max(0.0, (self._clock.now() - item.enqueued_at) * 1000)
 
-    def _spawn(self, call_id: str, work: Coroutine[Any, Any, CallResult]) -> None:
-        """Run a call in the background; its handle's future learns how it ended."""
+    def _spawn(self, call_id: str, work: Coroutine[Any, Any, object]) -> None:
+        """Run a call in the background; its handle's future learns how it ended (a call
+        put back in its queue keeps its waiters)."""
         task = asyncio.create_task(work, name=f"call {call_id}")
         self._running[call_id] = task
         task.add_done_callback(partial(self._task_done, call_id))
 
-    def _task_done(self, call_id: str, task: asyncio.Task[CallResult]) -> None:
+    def _task_done(self, call_id: str, task: asyncio.Task[object]) -> None:
         if self._running.get(call_id) is task:
             del self._running[call_id]
         error = None if task.cancelled() else task.exception()
+        if error is None and not task.cancelled():
+            return  # reported (its waiters were told), or back in its queue (they still wait)
         future = self._waiting(call_id)
         if future is None or future.done():
             return

@@ -8,7 +8,8 @@ them all, and a store shared by several instances can be given one source of tim
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -38,9 +39,11 @@ class Grant(NamedTuple):
 
 class Wait(NamedTuple):
     """No slot now: one may free in ``ms`` milliseconds (at least 1), so a queue knows
-    when to look again."""
+    when to look again. ``paused``: the limit is paused (see :meth:`SlotStore.pause`) for
+    ``ms`` more, whatever its slots."""
 
     ms: int
+    paused: bool = False
 
 
 class SlotStore(Protocol):
@@ -53,8 +56,12 @@ class SlotStore(Protocol):
     finishes them in the background): they run where a request has just left or failed.
     """
 
-    async def acquire(self, limits: Sequence[Limit], now_ms: int) -> Grant | Wait:
-        """Reserve one slot in every limit, or in none."""
+    async def acquire(
+        self, limits: Sequence[Limit], now_ms: int, *, behind: str | None = None
+    ) -> Grant | Wait:
+        """Reserve one slot in every limit, or in none. ``behind`` names a throttling
+        queue whose waiting calls go first: while it holds any, no slot (``Wait`` of the
+        period of the first limit)."""
         ...
 
     async def recorded(self, grant: Grant) -> None:
@@ -69,8 +76,26 @@ class SlotStore(Protocol):
         """The request holding ``grant`` was never sent."""
         ...
 
+    def pause(self, limits: Sequence[Limit], ms: int, now_ms: int) -> None:
+        """Grant no slot of ``limits`` for ``ms`` milliseconds from ``now_ms`` (an external
+        system answered ``Retry-After``): every instance sharing the store holds back."""
+        ...
+
     async def in_use(self, key: str, now_ms: int) -> int:
         """Slots of ``key`` held at ``now_ms`` (reserved, or sent inside the window)."""
+        ...
+
+
+class ConnectionStore(Protocol):
+    """Connection limits: at most ``limit`` requests of one key in flight at once."""
+
+    def hold(self, key: str, limit: int) -> AbstractAsyncContextManager[None]:
+        """Hold one of ``limit`` connections of ``key`` for the enclosed request, waiting
+        (within the caller's deadline) while all are held."""
+        ...
+
+    def in_use(self, key: str) -> int:
+        """Connections of ``key`` held right now by this process."""
         ...
 
 
@@ -111,7 +136,12 @@ class QueueStore(Protocol):
     claimed until :meth:`remove` says it ended. A claimed call whose dispatcher died is
     not lost: :meth:`reclaim` puts it back at its place at the head, so delivery is at
     least once.
+
+    ``shared``: other processes push to and claim from the same queues, so a process
+    must look for work it did not push itself.
     """
+
+    shared: bool
 
     async def push(self, item: QueuedCall) -> None:
         """Append ``item`` to its queue; when this returns, it survives a crash. The
@@ -133,8 +163,14 @@ class QueueStore(Protocol):
         which case a claimed call is delivered again (at least once)."""
         ...
 
+    async def unclaim(self, call_id: str) -> None:
+        """Put one claimed call back at its place: it could not start (its first request
+        got no slot decision from a shared store that was unavailable)."""
+        ...
+
     async def reclaim(self) -> None:
-        """Put every claimed call back at its place in its queue (after a restart)."""
+        """Put every call claimed by this process back at its place in its queue (after a
+        restart); in a shared store, also the calls whose claimer's lease ended."""
         ...
 
     def depth(self, queue: str) -> int:
@@ -161,6 +197,11 @@ class ConfigStore(Protocol):
         """Every stored ``(kind, doc)``, oldest first."""
         ...
 
+    async def follow(self, changed: Callable[[], Awaitable[None]]) -> None:
+        """Await ``changed()`` whenever another process may have changed the stored
+        configs, until cancelled. A store only this process writes returns at once."""
+        ...
+
 
 class Backend(Protocol):
     """The storage a gate runs on: one object, built in :mod:`sluicegate.wiring`."""
@@ -173,6 +214,9 @@ class Backend(Protocol):
 
     @property
     def configs(self) -> ConfigStore: ...
+
+    @property
+    def connections(self) -> ConnectionStore: ...
 
     async def recover(self, now_ms: int) -> None:
         """Take over from the last run: slots reserved and never stamped count as sent at

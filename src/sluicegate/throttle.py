@@ -32,6 +32,8 @@ from sluicegate.storage import Grant, Limit, QueuedCall, QueueStore, SlotStore, 
 BATCH = 64
 #: Seconds before a dispatcher that failed tries again.
 RETRY_AFTER = 1.0
+#: Seconds between two looks at a shared store's queues.
+SCAN_EVERY = 1.0
 log = logging.getLogger(__name__)
 
 
@@ -81,6 +83,7 @@ class Throttling:
         # call only for a queue never seen (a call may carry a rate older than an edit).
         self._rates: dict[str, int] = {}
         self._dispatchers: dict[str, _Dispatcher] = {}
+        self._scanner: asyncio.Task[None] | None = None
         self._closed = False
 
     def limit(self, key: str) -> Limit:
@@ -99,8 +102,8 @@ class Throttling:
         key = target.key
         self._rates.setdefault(key, target.rate)
         dispatcher = self._dispatchers.get(key)
-        if self._store.depth(key) == 0 and (dispatcher is None or not dispatcher.waiting()):
-            found = await self._slots.acquire((self.limit(key),), self._now_ms())
+        if dispatcher is None or not dispatcher.waiting():  # the store checks the queue
+            found = await self._slots.acquire((self.limit(key),), self._now_ms(), behind=key)
             if isinstance(found, Grant):
                 return found
         now = self._clock.now()
@@ -139,10 +142,27 @@ class Throttling:
 
     async def resume(self, deployed_rate: Callable[[str], int | None]) -> None:
         """Start dispatching the queues the store holds (after a restart), each at its
-        config's rate, or the rate stored with its head when the config is not deployed."""
+        config's rate, or the rate stored with its head when the config is not deployed.
+        A shared store is looked at again every :data:`SCAN_EVERY` seconds: calls pushed
+        by other instances (one that died, say) are dispatched here too."""
+        await self._resume(deployed_rate)
+        if self._store.shared:
+            self._scanner = asyncio.create_task(self._scan(deployed_rate), name="queue scan")
+
+    async def _resume(self, deployed_rate: Callable[[str], int | None]) -> None:
         for queue in await self._store.queues():
             self._rates[queue.queue] = deployed_rate(queue.queue) or queue.rate
-            self._dispatch(queue.queue)
+            dispatcher = self._dispatchers.get(queue.queue)
+            if dispatcher is None or not dispatcher.active():
+                self._dispatch(queue.queue)
+
+    async def _scan(self, deployed_rate: Callable[[str], int | None]) -> None:
+        while True:
+            await self._clock.sleep(SCAN_EVERY)
+            try:
+                await self._resume(deployed_rate)
+            except Exception as exc:  # the store unavailable: look again later
+                log.warning("throttling queues not scanned: %s", exc)
 
     async def states(self) -> list[QueueState]:
         """Every queue with calls waiting."""
@@ -170,6 +190,9 @@ class Throttling:
     async def aclose(self) -> None:
         """Stop dispatching; waiting calls stay stored, retry waiters are cancelled."""
         self._closed = True
+        if self._scanner is not None:
+            self._scanner.cancel()
+            await asyncio.gather(self._scanner, return_exceptions=True)
         while self._dispatchers:  # a retry may still come in while one closes
             _, dispatcher = self._dispatchers.popitem()
             await dispatcher.aclose()
@@ -193,6 +216,10 @@ class _Dispatcher:
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"dispatch {self.key}")
+
+    def active(self) -> bool:
+        """Whether it is draining its queue right now."""
+        return self._task is not None and not self._task.done()
 
     def waiting(self) -> bool:
         """Whether retries wait for a slot (those that gave up are dropped here)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from sluicegate.backends.memory import MemoryBackend
@@ -11,13 +12,53 @@ from sluicegate.storage import Backend
 from sluicegate.transport import Transport
 
 
-async def open_backend(data_dir: str | Path | None) -> Backend:
-    """SQLite in ``data_dir`` (queues, slots and configs durable), or memory when None."""
-    if data_dir is None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Shared:
+    """Storage shared by several instances: slots, queues and connection limits in Redis
+    at ``redis_url``; configs (and the service's tables) in PostgreSQL at
+    ``postgres_url``. ``prefix`` starts every Redis key, so that several deployments can
+    share one Redis. ``server_time=False`` decides windows by the caller's clock (tests)."""
+
+    redis_url: str
+    postgres_url: str
+    prefix: str = "sg"
+    server_time: bool = True
+    cluster: bool = False
+
+
+#: Where a gate keeps its state: nowhere (memory), a data directory (SQLite), or shared.
+Storage = str | Path | Shared | None
+
+
+async def open_backend(where: Storage) -> Backend:
+    """Memory when ``where`` is None; SQLite in a data directory; or Redis + PostgreSQL."""
+    if where is None:
         return MemoryBackend()
+    if isinstance(where, Shared):
+        return await _open_shared(where)
     from sluicegate.backends.sqlite import SqliteBackend
 
-    return await SqliteBackend.open(Path(data_dir))
+    return await SqliteBackend.open(Path(where))
+
+
+async def _open_shared(shared: Shared) -> Backend:
+    from sluicegate.backends.postgres import (
+        CONFIG_MIGRATIONS,
+        PostgresConfigStore,
+        PostgresDatabase,
+    )
+    from sluicegate.backends.redis import RedisBackend
+
+    db = PostgresDatabase(shared.postgres_url, component="engine", migrations=CONFIG_MIGRATIONS)
+    try:
+        await db.start()
+        return await RedisBackend.open(
+            shared.redis_url, PostgresConfigStore(db), prefix=shared.prefix,
+            server_time=shared.server_time, cluster=shared.cluster, closing=db.aclose,
+        )  # fmt: skip
+    except BaseException:
+        await db.aclose()
+        raise
 
 
 def default_transport(settings: Settings, policy: EgressPolicy) -> Transport:

@@ -1,46 +1,61 @@
 """The ``backend`` fixture: every contract test runs once per storage backend.
 
-To add a backend (Redis, PostgreSQL...), add one opener to :data:`BACKENDS`; every contract
-suite in this directory then runs on it too.
+To add a backend, add one opener to :data:`BACKENDS`; every contract suite in this
+directory then runs on it too. ``shared`` is Redis (slots, queues) with PostgreSQL
+(configs), on the machine's services, with the time of the test's script rather than
+Redis's own (the time is a parameter of the contract).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from tests.services import shared
 
 from sluicegate.backends.memory import MemoryBackend
 from sluicegate.backends.sqlite import SqliteBackend
 from sluicegate.call import Call, Service
 from sluicegate.storage import Backend, QueuedCall
+from sluicegate.wiring import open_backend
 
 
-async def _memory(_: Path) -> Backend:
-    return MemoryBackend()
+@asynccontextmanager
+async def _memory(_: Path) -> AsyncIterator[Backend]:
+    yield MemoryBackend()
 
 
-async def _sqlite(tmp_path: Path) -> Backend:
-    return await SqliteBackend.open(tmp_path / "data")
+@asynccontextmanager
+async def _sqlite(tmp_path: Path) -> AsyncIterator[Backend]:
+    yield await SqliteBackend.open(tmp_path / "data")
+
+
+@asynccontextmanager
+async def _shared(_: Path) -> AsyncIterator[Backend]:
+    async with shared() as where:
+        yield await open_backend(replace(where, server_time=False))
 
 
 #: Name -> opener given a fresh temporary directory. The parametrization follows this list.
-BACKENDS: dict[str, Callable[[Path], Awaitable[Backend]]] = {
+BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Backend]]] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "shared": _shared,
 }
 
 
 @pytest.fixture(params=list(BACKENDS))
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     """A freshly opened (and recovered) backend of each kind, closed after the test."""
-    opened = await BACKENDS[request.param](tmp_path)
-    try:
-        await opened.recover(0)
-        yield opened
-    finally:
-        await opened.aclose()
+    async with BACKENDS[request.param](tmp_path) as opened:
+        try:
+            await opened.recover(0)
+            yield opened
+        finally:
+            await opened.aclose()
 
 
 def make_queued(n: int, *, queue: str = "q", body: bytes = b"{}") -> QueuedCall:

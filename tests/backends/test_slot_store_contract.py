@@ -6,9 +6,9 @@ once. Its answer is 0 for a grant, otherwise the milliseconds until a slot may f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from sluicegate.storage import Backend, Grant, Limit, Wait
+from sluicegate.storage import Backend, Grant, Limit, QueuedCall, Wait
 
 PERIOD = 1000
 
@@ -135,3 +135,27 @@ async def test_in_use_counts_reserved_and_sent_slots(backend: Backend) -> None:
     counts = [await backend.slots.in_use("rule", t) for t in (100, 1_099, 1_100)]
     assert [2, 2, 1] == counts
     assert 0 == await backend.slots.in_use("never-used", 0)
+
+
+async def test_a_paused_limit_grants_nothing_until_the_pause_ends(backend: Backend) -> None:
+    """Paused for 500 ms at 1000 (a ``Retry-After``): every acquire of that limit, free
+    slots or not, waits for the pause's end, and is told so; other limits are not held."""
+    rule, other = [limit("busy", count=5)], [limit("other", count=5)]
+    backend.slots.pause(rule, 500, 1_000)
+    assert Wait(400, paused=True) == await backend.slots.acquire(rule, 1_100)
+    assert Wait(1, paused=True) == await backend.slots.acquire([*other, *rule], 1_499)
+    assert isinstance(await backend.slots.acquire(other, 1_100), Grant)
+    assert isinstance(await backend.slots.acquire(rule, 1_500), Grant)
+
+
+async def test_no_slot_behind_a_queue_with_calls_waiting(
+    backend: Backend, queued: Callable[..., QueuedCall]
+) -> None:
+    """Behind a queue that holds a waiting call, a free slot is not granted (the queue
+    goes first); once the queue is empty again, it is."""
+    rule = [limit("q", count=5)]
+    await backend.queue.push(queued(1, queue="q"))
+    assert Wait(PERIOD) == await backend.slots.acquire(rule, 0, behind="q")
+    assert isinstance(await backend.slots.acquire(rule, 0), Grant)  # the dispatcher's way
+    await backend.queue.claim("q", 1)
+    assert isinstance(await backend.slots.acquire(rule, 0, behind="q"), Grant)

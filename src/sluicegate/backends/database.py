@@ -16,15 +16,65 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
 
 from sluicegate.errors import StorageError
 
 _T = TypeVar("_T")
+
+
+class Rows(Protocol):
+    def fetchall(self) -> list[Any]: ...
+
+    def fetchone(self) -> Any: ...
+
+
+class Connection(Protocol):
+    """What the SQL of the stores may use of a connection: sqlite3's own API, which the
+    PostgreSQL connection (:mod:`sluicegate.backends.postgres`) speaks too. SQL written
+    for both uses ``?`` parameters and the syntax both accept."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Rows: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+        /,
+    ) -> Any: ...
+
+
+class SqlDatabase(Protocol):
+    """A database the service's stores write through: SQLite or PostgreSQL."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether other running instances write it too (PostgreSQL), not one (SQLite)."""
+        ...
+
+    async def run(self, what: str, fn: Callable[[Connection], _T]) -> _T: ...
+
+    async def execute(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
+
+    async def notify(self, topic: str) -> None:
+        """Tell the other processes on this database that ``topic`` changed."""
+        ...
+
+    async def listen(self, topic: str, changed: Callable[[], Any]) -> None:
+        """Call ``changed()`` whenever another process notifies ``topic``, until cancelled."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 def _connect(file: Path, schema: str, version: int, exclusive: bool) -> sqlite3.Connection:
@@ -54,6 +104,8 @@ def _connect(file: Path, schema: str, version: int, exclusive: bool) -> sqlite3.
 class Database:
     """The thread that owns the connection: every database call goes through :meth:`run`."""
 
+    shared = False
+
     def __init__(self, file: Path, *, schema: str, version: int) -> None:
         self.file = file
         self._schema = schema
@@ -77,6 +129,12 @@ class Database:
 
     async def execute(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         return await self.run(what, partial(_execute, sql, params))
+
+    async def notify(self, topic: str) -> None:
+        return None  # one process writes the file at a time; keys come from the CLI
+
+    async def listen(self, topic: str, changed: Callable[[], Any]) -> None:
+        return None
 
     async def start(self, *, exclusive: bool = False) -> None:
         """Open the file on the thread, creating it and its schema if needed."""

@@ -9,20 +9,24 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from sluicegate.connections import ConnectionLimits
 from sluicegate.storage import Grant, Limit, QueuedCall, QueueDepth, Stored, Wait
 from sluicegate.window import SlidingWindow
 
 
 class MemorySlotStore:
-    """Sliding windows in a dict, all-or-nothing across limits."""
+    """Sliding windows in a dict, all-or-nothing across limits. ``depth`` tells how many
+    calls wait in a throttling queue (for ``behind``)."""
 
-    __slots__ = ("_windows",)
+    __slots__ = ("_depth", "_paused", "_windows")
 
-    def __init__(self) -> None:
+    def __init__(self, depth: Callable[[str], int] = lambda queue: 0) -> None:
         self._windows: dict[str, SlidingWindow] = {}
+        self._depth = depth
+        self._paused: dict[str, int] = {}  # key -> paused until (ms)
 
     def window(self, limit: Limit) -> SlidingWindow:
         """The window of ``limit``'s key, at ``limit``'s rate (a rule edited in place keeps
@@ -36,8 +40,14 @@ class MemorySlotStore:
             window.limit, window.period_ms = limit.count, limit.period_ms
         return window
 
-    def acquire_now(self, limits: Sequence[Limit], now_ms: int) -> Grant | Wait:
+    def acquire_now(
+        self, limits: Sequence[Limit], now_ms: int, behind: str | None = None
+    ) -> Grant | Wait:
         """The synchronous core of :meth:`acquire`."""
+        if self._paused and (paused := self._pause_left(limits, now_ms)):
+            return Wait(paused, paused=True)
+        if behind is not None and self._depth(behind):
+            return Wait(limits[0].period_ms)
         if len(limits) == 1:
             wait = self.window(limits[0]).acquire(now_ms)
             return Wait(wait) if wait else Grant(limits)
@@ -49,8 +59,23 @@ class MemorySlotStore:
             window.acquire(now_ms)
         return Grant(limits)
 
-    async def acquire(self, limits: Sequence[Limit], now_ms: int) -> Grant | Wait:
-        return self.acquire_now(limits, now_ms)
+    async def acquire(
+        self, limits: Sequence[Limit], now_ms: int, *, behind: str | None = None
+    ) -> Grant | Wait:
+        return self.acquire_now(limits, now_ms, behind)
+
+    def _pause_left(self, limits: Sequence[Limit], now_ms: int) -> int:
+        """Milliseconds left of the longest pause of ``limits`` (0: none)."""
+        until = max(self._paused.get(limit.key, 0) for limit in limits)
+        if until > now_ms:
+            return until - now_ms
+        for limit in limits:  # passed: forget it
+            self._paused.pop(limit.key, None)
+        return 0
+
+    def pause(self, limits: Sequence[Limit], ms: int, now_ms: int) -> None:
+        for limit in limits:
+            self._paused[limit.key] = max(self._paused.get(limit.key, 0), now_ms + ms)
 
     async def recorded(self, grant: Grant) -> None:
         return None
@@ -73,6 +98,8 @@ class MemoryQueueStore:
     """Each queue an ordered dict (taking its head is O(1)); claimed calls wait aside."""
 
     __slots__ = ("_claimed", "_order", "_queues", "_seq")
+
+    shared = False
 
     def __init__(self) -> None:
         self._queues: dict[str, OrderedDict[str, QueuedCall]] = {}
@@ -112,6 +139,13 @@ class MemoryQueueStore:
             for waiting in self._queues.values():
                 if waiting.pop(call_id, None) is not None:
                     return
+
+    async def unclaim(self, call_id: str) -> None:
+        item = self._claimed.pop(call_id, None)
+        if item is not None:
+            waiting = self._queues.setdefault(item.queue, OrderedDict())
+            ordered = sorted((*waiting.values(), item), key=lambda i: self._order[i.call_id])
+            self._queues[item.queue] = OrderedDict((i.call_id, i) for i in ordered)
 
     async def reclaim(self) -> None:
         for item in self._claimed.values():
@@ -154,14 +188,18 @@ class MemoryConfigStore:
     async def load(self) -> list[tuple[str, dict[str, Any]]]:
         return [(kind, copy.deepcopy(doc)) for (kind, _), doc in self._docs.items()]
 
+    async def follow(self, changed: Callable[[], Awaitable[None]]) -> None:
+        return None  # nobody else writes it
+
 
 class MemoryBackend:
     """Everything in process memory."""
 
     def __init__(self) -> None:
-        self.slots = MemorySlotStore()
         self.queue = MemoryQueueStore()
+        self.slots = MemorySlotStore(self.queue.depth)
         self.configs = MemoryConfigStore()
+        self.connections = ConnectionLimits()
 
     async def recover(self, now_ms: int) -> None:
         await self.queue.reclaim()

@@ -22,7 +22,7 @@ import itertools
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from sluicegate.backends.commits import GroupCommit
 from sluicegate.backends.database import Database
 from sluicegate.backends.memory import MemorySlotStore
 from sluicegate.call import Call, Service
+from sluicegate.connections import ConnectionLimits
 from sluicegate.errors import StorageError
 from sluicegate.storage import Grant, Limit, QueuedCall, QueueDepth, Stored, Wait
 
@@ -118,6 +119,8 @@ def _expire(
 class SqliteQueueStore:
     """Queues as rows ordered by ``seq``; the depth and cursor of each queue in memory."""
 
+    shared = False
+
     def __init__(self, db: Database, commits: GroupCommit) -> None:
         self._db = db
         self._commits = commits
@@ -166,6 +169,12 @@ class SqliteQueueStore:
             else:  # claimed meanwhile
                 self._claimed.discard(call_id)
 
+    async def unclaim(self, call_id: str) -> None:
+        """The row stays; it runs again after the next start (the cursor cannot step back
+        over calls running now). Slots here never fail to be decided, so this is only
+        for completeness of the contract."""
+        self._claimed.discard(call_id)
+
     async def reclaim(self) -> None:
         await self._commits.flush()
         rows = await self._db.execute(
@@ -207,15 +216,17 @@ class SqliteQueueStore:
 class SqliteSlotStore:
     """The memory store's decisions, journaled: see the module docstring."""
 
-    def __init__(self, commits: GroupCommit) -> None:
-        self._windows = MemorySlotStore()
+    def __init__(self, commits: GroupCommit, depth: Callable[[str], int]) -> None:
+        self._windows = MemorySlotStore(depth)
         self._commits = commits
         self._tickets = itertools.count(1)
         self._batches: dict[int, int] = {}  # ticket -> batch of its reservation, until recorded
         self._stamps = 0
 
-    async def acquire(self, limits: Sequence[Limit], now_ms: int) -> Grant | Wait:
-        found = self._windows.acquire_now(limits, now_ms)
+    async def acquire(
+        self, limits: Sequence[Limit], now_ms: int, *, behind: str | None = None
+    ) -> Grant | Wait:
+        found = self._windows.acquire_now(limits, now_ms, behind)
         if isinstance(found, Wait):
             return found
         ticket = next(self._tickets)
@@ -241,6 +252,9 @@ class SqliteSlotStore:
         self._windows.release(grant)
         self._batches.pop(grant.ticket, None)
         self._commits.add(_RELEASE, (grant.ticket,))
+
+    def pause(self, limits: Sequence[Limit], ms: int, now_ms: int) -> None:
+        self._windows.pause(limits, ms, now_ms)  # one process: nobody else to tell
 
     async def in_use(self, key: str, now_ms: int) -> int:
         return await self._windows.in_use(key, now_ms)
@@ -294,6 +308,9 @@ class SqliteConfigStore:
         )
         return [(kind, json.loads(doc)) for kind, doc in rows]
 
+    async def follow(self, changed: Callable[[], Awaitable[None]]) -> None:
+        return None  # the file is held by this process alone
+
 
 class SqliteBackend:
     """Queues, configs and the slot journal in ``<path>/sluicegate.db``. Build with
@@ -303,9 +320,10 @@ class SqliteBackend:
         self.file = db.file
         self._db = db
         self._commits = GroupCommit(db)
-        self.slots = SqliteSlotStore(self._commits)
         self.queue = SqliteQueueStore(db, self._commits)
+        self.slots = SqliteSlotStore(self._commits, self.queue.depth)
         self.configs = SqliteConfigStore(db)
+        self.connections = ConnectionLimits()
         self._closed = False
 
     @classmethod

@@ -23,12 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sluicegate.backends.database import Database
+from sluicegate.backends.database import Connection, SqlDatabase
 from sluicegate.call import Call
 from sluicegate.clock import Clock
 from sluicegate.errors import StorageError
@@ -52,7 +51,7 @@ _NAMES = ("org", "sandbox", "journey", "service", "endpoint", "outcome")
 GROUPS = frozenset({"journey", "service", "endpoint", "outcome"})
 
 _PK = "org, sandbox, second, journey, service, endpoint, outcome"
-_ADD = ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNT_COLUMNS)
+_ADD = ", ".join(f"{c} = report_buckets.{c} + excluded.{c}" for c in COUNT_COLUMNS)
 _SUMS = ", ".join(f"SUM({c})" for c in COUNT_COLUMNS)
 _UPSERT = (
     f"INSERT INTO report_buckets ({', '.join(_NAMES)}, second, {', '.join(COUNT_COLUMNS)}) "
@@ -105,7 +104,7 @@ class Selection:
 class ReportBook:
     """The report buckets of every org: recorded in memory, flushed to the service DB."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: SqlDatabase, clock: Clock) -> None:
         self._db = db
         self._clock = clock
         self._pending: dict[_Key, Tally] = {}
@@ -222,7 +221,8 @@ class ReportBook:
             return
         since, cutoff = self._folded_to, now - RETENTION_SECONDS
         await self._db.run(
-            "compacting report buckets", lambda conn: _compact(conn, since, horizon, cutoff)
+            "compacting report buckets",
+            lambda conn: _compact(conn, since, horizon, cutoff, self._db.shared),
         )
         self._folded_to = horizon
 
@@ -268,14 +268,16 @@ def _merge_into(target: dict[_Key, Tally], key: _Key, tally: Tally) -> None:
         found.merge(tally)
 
 
-def _upsert(conn: sqlite3.Connection, batch: dict[_Key, Tally]) -> None:
+def _upsert(conn: Connection, batch: dict[_Key, Tally]) -> None:
     rows: Iterable[tuple[Any, ...]] = ((*key, *tally.values()) for key, tally in batch.items())
     with conn:
         conn.executemany(_UPSERT, rows)
 
 
-def _compact(conn: sqlite3.Connection, since: int, horizon: int, cutoff: int) -> None:
+def _compact(conn: Connection, since: int, horizon: int, cutoff: int, shared: bool) -> None:
     with conn:
+        if shared:  # instances compact one at a time: a fold done twice would count twice
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('sluicegate compaction'))")
         conn.execute(_FOLD, (since, horizon))
         conn.execute(
             "DELETE FROM report_buckets WHERE second >= ? AND second < ? AND second % 60 != 0",

@@ -35,8 +35,8 @@ import asyncio
 import logging
 from functools import partial
 
-from sluicegate.backends.database import Database
-from sluicegate.call import Call
+from sluicegate.backends.database import SqlDatabase
+from sluicegate.call import MAX_TIMEOUT_SECONDS, Call
 from sluicegate.clock import Clock
 from sluicegate.errors import StorageError
 from sluicegate.gate import Gate
@@ -59,13 +59,16 @@ RETENTION = 7 * 24 * HOUR
 IDEMPOTENCY_WINDOW = 24 * HOUR
 PRUNE_EVERY = HOUR
 RETRY_WRITE_AFTER = 1.0
+#: Seconds after which a call accepted on a shared database, not queued and not done,
+#: has outlived any budget: the instance running it died.
+ABANDONED_AFTER = 2.0 * MAX_TIMEOUT_SECONDS
 log = logging.getLogger(__name__)
 
 
 class CallLog:
     """The service's record of calls; the gate's reporter feeds it every finished call."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: SqlDatabase, clock: Clock) -> None:
         self._db = db
         self._clock = clock
         self._gate: Gate | None = None
@@ -91,9 +94,12 @@ class CallLog:
         """Take over from the last run: end the calls it lost, resend owed callbacks."""
         self._gate = gate
         self._callbacks = Callbacks(self._clock, gate.settings, self._settle)
+        # Another instance may still run a call it accepted, unless it is too old to run.
+        before = self._clock.now() - ABANDONED_AFTER if self._db.shared else float("inf")
         rows = await self._db.execute(
             "reading unfinished calls",
-            f"SELECT call_id, org, sandbox, journey FROM calls WHERE state = '{ACCEPTED}'",
+            "SELECT call_id, org, sandbox, journey FROM calls WHERE state = ? AND created_at < ?",
+            (ACCEPTED, before),
         )
         for call_id, org, sandbox, journey in rows:
             if await gate.find(call_id) is not None:  # queued: its row was not told
@@ -177,17 +183,19 @@ class CallLog:
                 return Found(call_id, self._state(call_id, entry.queued)) if mine else None
             rows = await self._db.execute(
                 "reading a call",
-                "SELECT state, result, journey FROM calls WHERE call_id = ? AND org = ? "
-                "AND sandbox = ?",
+                "SELECT state, result, journey, created_at FROM calls WHERE call_id = ? "
+                "AND org = ? AND sandbox = ?",
                 (call_id, org, sandbox),
             )
             if not rows:
                 return None
-            state, text, journey = rows[0]
+            state, text, journey, created_at = rows[0]
             if state == DONE:
                 return Found(call_id, "done", text)
-            if state == ACCEPTED or (self._gate is not None and self._gate.running(call_id)):
+            if self._gate is not None and self._gate.running(call_id):
                 return Found(call_id, self._state(call_id, queued=False))
+            if state == ACCEPTED and self._alive(created_at):
+                return Found(call_id, "running")
             if self._gate is not None and (where := await self._gate.find(call_id)) is not None:
                 return Found(call_id, where)
             if call_id not in self._finished:  # it ended, and its result was lost in a crash
@@ -205,6 +213,12 @@ class CallLog:
             (org, sandbox, key, self._clock.now() - IDEMPOTENCY_WINDOW),
         )
         return self._keys.get((org, sandbox, key)) or (rows[0][0] if rows else None)
+
+    def _alive(self, created_at: float) -> bool:
+        """Whether a call accepted at ``created_at``, running nowhere here, may still run:
+        here, always (this process ends such calls at start); on a shared database, until
+        no budget could last any longer (another instance accepted it, and may have died)."""
+        return not self._db.shared or created_at >= self._clock.now() - ABANDONED_AFTER
 
     def _state(self, call_id: str, queued: bool) -> CallState:
         running = self._gate is not None and self._gate.running(call_id)

@@ -11,9 +11,9 @@ until the callback is settled.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from dataclasses import dataclass, field
 
+from sluicegate.backends.database import Connection
 from sluicegate.handle import CallState
 from sluicegate.outcomes import INTERRUPTED, AttemptError, CallResult, ErrorKind, Outcome
 from sluicegate.service.callview import view_json
@@ -99,21 +99,21 @@ def interrupted(call_id: str) -> CallResult:
 
 
 _INSERT = (
-    "INSERT OR IGNORE INTO calls (call_id, org, sandbox, journey, state, callback_url, "
+    "INSERT INTO calls (call_id, org, sandbox, journey, state, callback_url, "
     "idempotency_key, created_at, result, callback_due) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 0)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 0) ON CONFLICT DO NOTHING"
 )
 _DONE = (
     "INSERT INTO calls (call_id, org, sandbox, journey, state, created_at, result, "
     "callback_due) VALUES (?, ?, ?, ?, 'done', ?, ?, 0) ON CONFLICT (call_id) DO UPDATE "
     "SET state = 'done', result = excluded.result, "
-    "callback_due = calls.callback_url IS NOT NULL"
+    "callback_due = CASE WHEN calls.callback_url IS NULL THEN 0 ELSE 1 END"
 )
 _DONE_LOOKUP = f"{_DONE} RETURNING callback_url"
 _DONE_GUARDED = f"{_DONE} WHERE calls.state != 'done' RETURNING callback_url"
 
 
-def write_batch(batch: Batch, prune: float | None, conn: sqlite3.Connection) -> dict[str, str]:
+def write_batch(batch: Batch, prune: float | None, conn: Connection) -> dict[str, str]:
     """Write ``batch`` in one transaction (on the database thread); delete results older
     than ``prune``. Returns the callback URLs of the ended calls not ``known``."""
     found: dict[str, str] = {}

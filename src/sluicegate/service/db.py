@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sluicegate.backends.database import Database
+from sluicegate.backends.database import Database, SqlDatabase
 from sluicegate.reporting import COUNT_COLUMNS
+from sluicegate.wiring import Shared
 
 DB_NAME = "service.db"
 SCHEMA_VERSION = 2
@@ -46,8 +47,31 @@ CREATE INDEX IF NOT EXISTS report_buckets_by_second ON report_buckets (second);
 """
 
 
-async def open_db(data_dir: str | Path) -> Database:
-    """Open (creating if needed) the service database in ``data_dir``."""
-    db = Database(Path(data_dir) / DB_NAME, schema=SCHEMA + REPORT_SCHEMA, version=SCHEMA_VERSION)
+#: The same tables in PostgreSQL, for instances that share them: one migration per
+#: version, in order (a new version appends a step; a step is never edited).
+POSTGRES_MIGRATIONS = (
+    (SCHEMA + REPORT_SCHEMA)
+    .replace(" REAL ", " DOUBLE PRECISION ")
+    .replace(" NUMERIC ", " DOUBLE PRECISION ")
+    .replace("second INTEGER", "second BIGINT"),
+)
+
+
+async def open_db(where: str | Path | Shared) -> SqlDatabase:
+    """Open (creating if needed) the service database: SQLite in a data directory, or
+    the shared PostgreSQL database."""
+    if isinstance(where, Shared):
+        from sluicegate.backends.postgres import PostgresDatabase
+
+        shared = PostgresDatabase(
+            where.postgres_url, component="service", migrations=POSTGRES_MIGRATIONS
+        )
+        try:
+            await shared.start()
+        except BaseException:
+            await shared.aclose()
+            raise
+        return shared
+    db = Database(Path(where) / DB_NAME, schema=SCHEMA + REPORT_SCHEMA, version=SCHEMA_VERSION)
     await db.start()
     return db

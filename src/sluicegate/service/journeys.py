@@ -1,12 +1,13 @@
 """Journeys: the one property sluicegate keeps of them, ``timeoutSeconds`` (1..30).
 
 A journey never declared has the default, 30 s. Its routes are in
-:mod:`sluicegate.service.routes.journeys`.
+:mod:`sluicegate.service.routes.journeys`. On a shared database, an instance that changes a
+timeout tells the others, which forget what they cached (:meth:`Journeys.follow`).
 """
 
 from __future__ import annotations
 
-from sluicegate.backends.database import Database
+from sluicegate.backends.database import SqlDatabase
 from sluicegate.call import DEFAULT_TIMEOUT_SECONDS
 from sluicegate.clock import Clock
 
@@ -14,7 +15,7 @@ from sluicegate.clock import Clock
 class Journeys:
     """Journey timeouts in the service database, cached: every call reads one."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: SqlDatabase, clock: Clock) -> None:
         self._db = db
         self._clock = clock
         self._cache: dict[tuple[str, str, str], int] = {}
@@ -43,3 +44,9 @@ class Journeys:
             (org, sandbox, journey, seconds, self._clock.now()),
         )
         self._cache[(org, sandbox, journey)] = seconds
+        await self._db.notify("journeys")
+
+    async def follow(self) -> None:
+        """Forget the cached timeouts whenever another instance changes one; until
+        cancelled."""
+        await self._db.listen("journeys", self._cache.clear)

@@ -8,10 +8,12 @@ from sluicegate.clock import SystemClock
 from sluicegate.errors import InvalidInput
 from sluicegate.service.db import open_db
 from sluicegate.service.tenants import Role, Tenants
+from sluicegate.wiring import Shared
 
 
-async def create(*, data_dir: Path, org: str, role: str) -> str:
-    """A new token for ``org`` with ``role``, stored (hashed) in ``data_dir``."""
+async def create(*, data_dir: Path | Shared, org: str, role: str) -> str:
+    """A new token for ``org`` with ``role``, stored (hashed) in ``data_dir`` or in the
+    shared PostgreSQL database, where every instance finds it."""
     try:
         chosen = Role(role)
     except ValueError:

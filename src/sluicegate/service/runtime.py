@@ -8,6 +8,7 @@ buckets through the gate's reporter.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from sluicegate.service.journeys import Journeys
 from sluicegate.service.tenants import Tenants
 from sluicegate.settings import Settings
 from sluicegate.transport import Transport
+from sluicegate.wiring import Shared
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,14 +60,15 @@ class _Fanout:
 
 @asynccontextmanager
 async def open_runtime(
-    data_dir: str | Path,
+    data_dir: str | Path | Shared,
     *,
     dev: bool = False,
     settings: Settings | None = None,
     clock: Clock | None = None,
     transport: Transport | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Open the service on ``data_dir``. ``dev`` allows egress to loopback and any port."""
+    """Open the service on ``data_dir`` (SQLite), or on storage shared with other
+    instances. ``dev`` allows egress to loopback and any port."""
     clock = clock or SystemClock()
     settings = settings or Settings(allow_loopback=dev)
     db = await open_db(data_dir)
@@ -79,12 +82,16 @@ async def open_runtime(
             ) as gate:
                 await calls.start(gate)
                 await reports.start()
+                journeys = Journeys(db, clock)
+                following = asyncio.create_task(journeys.follow(), name="journey changes")
                 try:
                     yield Runtime(
-                        gate=gate, tenants=Tenants(db, clock), journeys=Journeys(db, clock),
+                        gate=gate, tenants=Tenants(db, clock), journeys=journeys,
                         calls=calls, reports=reports, clock=clock, settings=settings, dev=dev,
                     )  # fmt: skip
                 finally:
+                    following.cancel()
+                    await asyncio.gather(following, return_exceptions=True)
                     calls.stopping()
         finally:
             await calls.aclose()

@@ -20,6 +20,7 @@ import uvicorn
 from sluicegate.service.app import create_app
 from sluicegate.service.runtime import Runtime, open_runtime
 from sluicegate.service.tenants import Role
+from sluicegate.wiring import Shared
 
 DEV_ORG = "demo"
 
@@ -51,9 +52,9 @@ async def dev_key(runtime: Runtime) -> str | None:
 
 
 async def serve(
-    *, data_dir: Path, host: str, port: int, dev: bool, say: Callable[[str], None]
+    *, where: Path | Shared, host: str, port: int, dev: bool, say: Callable[[str], None]
 ) -> None:
-    async with open_runtime(data_dir, dev=dev) as runtime:
+    async with open_runtime(where, dev=dev) as runtime:
         config = uvicorn.Config(
             create_app(runtime), host=host, port=port, lifespan="off", access_log=False,
             log_level="info", timeout_graceful_shutdown=10,
@@ -66,7 +67,8 @@ async def serve(
         if dev and (token := await dev_key(runtime)) is not None:
             say(f"Development mode: created an admin key for the org '{DEV_ORG}':\n\n  {token}\n")
             say(f"Try a first call:\n\n  {first_call(token, base)}\n")
-        say(f"sluicegate serving on {base} (data in {data_dir}); API docs at {base}/docs")
+        data = "shared in Redis and PostgreSQL" if isinstance(where, Shared) else f"in {where}"
+        say(f"sluicegate serving on {base} (data {data}); API docs at {base}/docs")
         await server.serve()
 
 

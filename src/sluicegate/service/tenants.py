@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sluicegate.backends.database import Database
+from sluicegate.backends.database import SqlDatabase
 from sluicegate.clock import Clock
 from sluicegate.configs import PRODUCTION
 from sluicegate.errors import InvalidInput
@@ -58,7 +58,7 @@ def _digest(token: str) -> str:
 class Tenants:
     """Keys and sandboxes in the service database."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: SqlDatabase, clock: Clock) -> None:
         self._db = db
         self._clock = clock
         # Keys and sandboxes are never edited or removed, so what was found stays true.
@@ -78,7 +78,8 @@ class Tenants:
         )
         await self._db.execute(
             "creating the prod sandbox",
-            "INSERT OR IGNORE INTO sandboxes (org, name, type, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO sandboxes (org, name, type, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
             (org, "prod", PRODUCTION, now),
         )
         return token
