@@ -1,32 +1,48 @@
 """Rate limiters shared through one Redis: decisions per second, and how exact they are.
 
-Four spawned worker processes, each running 64 asyncio callers, ask one limiter for a
-decision in a loop; all share one Redis and one limit of 1000 per 1000 ms. The contenders
-run alternately (A B C D, A B C D …), each run on a fresh key. Measured:
+4 spawned worker processes of 64 asyncio tasks (on uvloop) ask one limiter for a decision in
+a loop, a refused task at once again; all share one Redis and one limit of 1000 per 1000 ms.
+The contenders' runs alternate (A B C D, A B C D …), each on a fresh key; each contender is
+connected once per process and warmed up first. Measured:
 
-1. decisions per second while the callers ask, in total and per process;
-2. accuracy at the point of use: a grant records ``time.time()`` when it returns to its
-   caller (sluicegate's is then stamped sent at that moment); the grants of all processes
-   are merged and ``most_in_window(times, 1.0)`` gives the most in any 1000 ms wherever it
-   starts, whose excess over the limit the external system would see; utilisation is
-   grants ÷ (limit x the shape's length in seconds).
+1. decisions per second while the tasks ask, in total and per process (*Redis CPU* beside
+   it: Redis's CPU seconds per second of the run; 1.00 is one busy core);
+2. accuracy at the point of use: a grant is timed with ``time.time()`` when it returns to
+   its caller; the grants of all processes are merged and
+   ``sluicegate.testing.most_in_window(times, 1.0)`` gives the most in any 1000 ms wherever
+   it starts: its *excess* over the limit is what the system behind the limiter sees.
+   *Utilisation* is grants ÷ (limit x the shape's length in seconds).
 
 Shapes: *constant* (all ask all the time, nearly every decision a refusal: the raw decision
 rate), *pulsed* (300 ms of asking every second) and *after idle* (a warm-up, 2.5 s idle,
 then a burst: the first window after idle is where a token bucket, full again, lets too
-much through). A refused caller asks again at once.
+much through). An exact window reaches about 100% utilisation in the first two and 60%
+after idle (a window's worth in the warm-up, two in the burst, in 5 s).
 
-Why: sluicegate's instances share their limits through Redis; this says whether that
-window stays exact under contention, and what a decision costs against the limiters a user
-would pick instead (``limits``, ``pyrate-limiter``, ``throttled-py``). Run
-``.venv/bin/python bench/redis_limiters.py --write docs/benchmarks-redis.md``; ``--quick``
-is a smoke run of about half a minute. The load average is reported beside the numbers.
+- sluicegate: ``RedisBackend.open(url, configs=MemoryConfigStore(), prefix=…)``, ``await
+  backend.slots.acquire([Limit(key, 1000, 1000)], now_ms)`` (its clock is Redis ``TIME``),
+  for a grant ``backend.slots.sent(grant, now_ms)`` (written in the background);
+- limits: ``await MovingWindowRateLimiter(RedisStorage("async+redis://…")).hit(
+  RateLimitItemPerSecond(1000), key)`` (on coredis);
+- pyrate-limiter: ``Limiter(await RedisBucket.init([Rate(1000, Duration.SECOND)], client,
+  key))`` on a ``redis.asyncio`` client, ``await try_acquire_async("bench", blocking=False)``,
+  which holds an ``asyncio.Lock`` around each decision: one in flight per process;
+- throttled-py: ``await Throttled(using="token_bucket" | "sliding_window",
+  quota=per_sec(1000), store=RedisStore(url), timeout=-1).limit(key)`` (``throttled.asyncio``).
+
+Why: sluicegate's instances share their limits through Redis; this says whether that window
+stays exact under contention, and what a decision costs against what a user would pick
+instead. 4 busy processes and Redis share the machine's CPUs, so decisions/s is bound by CPU
+and moved by other work on the machine: the load average is reported with the numbers.
+``.venv/bin/python bench/redis_limiters.py --write docs/benchmarks-redis.md``; ``--quick`` is
+a smoke run of under a minute.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import multiprocessing
 import os
@@ -35,8 +51,8 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -67,7 +83,8 @@ CONTENDERS = ("sluicegate", "limits moving window", "pyrate-limiter",
               "throttled token bucket", "throttled sliding window")  # fmt: skip
 BASELINE = "limits moving window"
 VERSIONS = ("sluicegate", "limits", "coredis", "pyrate-limiter", "throttled-py", "redis")
-Decide = Callable[[], Awaitable[float | None]]  # the time of a grant, None when refused
+Ask = Callable[[], Awaitable[bool]]  # one decision: granted?
+Opened = Callable[[str], Awaitable[Ask]]  # a limiter, connected: a key -> its decision
 Run = tuple[list["Outcome"], float]  # each process's part, and Redis CPU s per wall s
 
 
@@ -84,6 +101,7 @@ def shapes(seconds: float) -> dict[str, tuple[float, list[tuple[float, float]]]]
 @dataclass(frozen=True, slots=True)
 class Job:
     name: str
+    prefix: str  # of this benchmark's keys
     key: str  # unique to this run: a fresh window
     phases: list[tuple[float, float]]  # absolute time.time() spans
 
@@ -96,91 +114,100 @@ class Outcome:
     grants: list[float] = field(default_factory=list)
     errors: int = 0
     error: str = ""  # the first one
-    late: float = 0.0  # seconds the setup overran the start
 
     def failed(self, exc: Exception) -> None:
         self.errors += 1
         self.error = self.error or f"{type(exc).__name__}: {exc}"
 
 
-@asynccontextmanager
-async def limiter(name: str, key: str) -> AsyncIterator[Decide]:
-    """``name``'s decision on a limit of LIMIT per second, its keys under ``key``."""
-    async with AsyncExitStack() as stack:
-        if name == "sluicegate":
-            backend = await RedisBackend.open(URL, configs=MemoryConfigStore(), prefix=key)
-            stack.push_async_callback(backend.aclose)
-            limits = [Limit(key="bench", count=LIMIT, period_ms=int(PERIOD * 1000))]
-            acquire, sent = backend.slots.acquire, backend.slots.sent
+async def open_limiter(name: str, prefix: str, stack: AsyncExitStack) -> Opened:
+    """``name``, connected once per process as an application would, its keys under
+    ``prefix``: what it returns gives the decision on a limit of LIMIT per second of a key."""
+    if name == "sluicegate":
+        backend = await RedisBackend.open(URL, configs=MemoryConfigStore(), prefix=prefix)
+        stack.push_async_callback(backend.aclose)
+        acquire, sent = backend.slots.acquire, backend.slots.sent
 
-            async def decide() -> float | None:
+        async def sluicegate(key: str) -> Ask:
+            limits = [Limit(key=key, count=LIMIT, period_ms=int(PERIOD * 1000))]
+
+            async def ask() -> bool:
                 found = await acquire(limits, int(time.time() * 1000))
-                if not isinstance(found, Grant):
-                    return None
-                at = time.time()
-                sent(found, int(at * 1000))
-                return at
+                if isinstance(found, Grant):
+                    sent(found, int(time.time() * 1000))  # sent now (and timed by the caller)
+                    return True
+                return False
 
-        elif name == "limits moving window":
-            moving = MovingWindowRateLimiter(RedisStorage(f"async+{URL}", key_prefix=key))
-            item = RateLimitItemPerSecond(LIMIT)
+            return ask
 
-            async def decide() -> float | None:
-                return time.time() if await moving.hit(item, "bench") else None
+        return sluicegate
+    if name == "limits moving window":
+        moving = MovingWindowRateLimiter(RedisStorage(f"async+{URL}", key_prefix=prefix))
 
-        elif name == "pyrate-limiter":
-            client = AsyncRedis.from_url(URL)
-            stack.push_async_callback(client.aclose)
-            pyrate = Limiter(await RedisBucket.init([Rate(LIMIT, Duration.SECOND)], client, key))
-            stack.callback(pyrate.close)
+        async def limits(key: str) -> Ask:
+            return functools.partial(moving.hit, RateLimitItemPerSecond(LIMIT), key)
 
-            async def decide() -> float | None:
-                granted = await pyrate.try_acquire_async("bench", blocking=False)
-                return time.time() if granted else None
+        return limits
+    if name == "pyrate-limiter":
+        client = AsyncRedis.from_url(URL)
+        stack.push_async_callback(client.aclose)
 
-        else:  # throttled-py
-            kind, store = "token_bucket" if "token" in name else "sliding_window", RedisStore(URL)
-            throttle = Throttled(key="bench", using=kind, quota=per_sec(LIMIT), store=store,
-                                 timeout=-1, key_prefix=key)  # fmt: skip
+        async def pyrate(key: str) -> Ask:
+            rates, bucket_key = [Rate(LIMIT, Duration.SECOND)], f"{prefix}-{key}"
+            bucket = await RedisBucket.init(rates, client, bucket_key)
+            limiter = stack.enter_context(Limiter(bucket))  # closed at the end
+            return functools.partial(limiter.try_acquire_async, "bench", blocking=False)
 
-            async def decide() -> float | None:
-                return None if (await throttle.limit()).limited else time.time()
+        return pyrate
+    kind = "token_bucket" if "token" in name else "sliding_window"  # throttled-py
+    throttle = Throttled(using=kind, quota=per_sec(LIMIT), store=RedisStore(URL), timeout=-1,
+                         key_prefix=prefix)  # fmt: skip
 
-        yield decide
+    async def throttled(key: str) -> Ask:
+        async def ask() -> bool:
+            return not (await throttle.limit(key)).limited
+
+        return ask
+
+    return throttled
 
 
-async def run(job: Job) -> Outcome:
+async def run(job: Job, opened: dict[str, Opened], stack: AsyncExitStack) -> Outcome:
     """The callers of one process, asking during ``job.phases``."""
     outcome = Outcome()
     try:
-        async with limiter(job.name, job.key) as decide:
-            outcome.late = max(0.0, time.time() - job.phases[0][0])
+        if job.name not in opened:
+            opened[job.name] = await open_limiter(job.name, job.prefix, stack)
+        ask = await opened[job.name](job.key)
 
-            async def caller() -> None:
-                for begin, end in job.phases:
-                    await asyncio.sleep(max(0.0, begin - time.time()))
-                    while time.time() < end:
-                        try:
-                            if (at := await decide()) is not None:
-                                outcome.grants.append(at)
-                            outcome.decisions += 1
-                        except Exception as exc:  # counted and shown, not a decision
-                            outcome.failed(exc)
-                            await asyncio.sleep(0.01)
+        async def caller() -> None:
+            for begin, end in job.phases:
+                await asyncio.sleep(max(0.0, begin - time.time()))
+                while time.time() < end:
+                    try:
+                        if await ask():
+                            outcome.grants.append(time.time())
+                        outcome.decisions += 1
+                    except Exception as exc:  # counted and shown, not a decision
+                        outcome.failed(exc)
+                        await asyncio.sleep(0.01)
 
-            await asyncio.gather(*(caller() for _ in range(CALLERS)))
-    except Exception as exc:  # the contender could not be set up or closed
+        await asyncio.gather(*(caller() for _ in range(CALLERS)))
+    except Exception as exc:  # the contender could not be set up
         outcome.failed(exc)
     return outcome
 
 
 def worker(conn: multiprocessing.connection.Connection) -> None:
-    redis_log = logging.getLogger("sluicegate.backends.redis")  # this Redis keeps no files:
-    redis_log.addFilter(lambda record: "append-only" not in record.getMessage())  # known
+    # This Redis keeps no files, which is known: no warning each time a backend opens.
+    logging.getLogger("sluicegate.backends.redis").addFilter(lambda r: "append-only" not in r.msg)
+    opened: dict[str, Opened] = {}
     with runner() as loop:
+        stack = AsyncExitStack()
         conn.send(None)  # ready: imports done
         while (job := conn.recv()) is not None:
-            conn.send(loop.run(run(job)))
+            conn.send(loop.run(run(job, opened, stack)))
+        loop.run(stack.aclose())
 
 
 def loadavg() -> str:
@@ -192,14 +219,15 @@ def redis_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def ask(pipes: list, client: redis.Redis, name: str, key: str, spans: list) -> Run:
+def dispatch(
+    pipes: list, client: redis.Redis, prefix: str, name: str, key: str, spans: list
+) -> Run:
     """One run of ``name`` in every worker; the callers ask during ``spans`` from its start."""
     start = time.time() + SETUP
-    job, cpu = Job(name, key, [(start + a, start + b) for a, b in spans]), redis_cpu(client)
+    job, cpu = Job(name, prefix, key, [(start + a, start + b) for a, b in spans]), redis_cpu(client)
     for pipe in pipes:
         pipe.send(job)
-    outcomes: list[Outcome] = [pipe.recv() for pipe in pipes]
-    return outcomes, (redis_cpu(client) - cpu) / (time.time() - start)
+    return [pipe.recv() for pipe in pipes], (redis_cpu(client) - cpu) / (time.time() - start)
 
 
 def measure(seconds: float, rounds: int, prefix: str) -> tuple[dict, list[str]]:
@@ -215,14 +243,14 @@ def measure(seconds: float, rounds: int, prefix: str) -> tuple[dict, list[str]]:
     try:
         [pipe.recv() for pipe in pipes]  # every worker ready
         for index, name in enumerate(CONTENDERS):  # a warm-up: scripts loaded, connections
-            ask(pipes, client, name, f"{prefix}-warm-up-{index}", [(0.0, 0.2)])
+            dispatch(pipes, client, prefix, name, f"warm-up-{index}", [(0.0, 0.2)])
         for shape, (_, spans) in shapes(seconds).items():
             results[shape] = {name: [] for name in CONTENDERS}
             for round_ in range(rounds):
                 for index, name in enumerate(CONTENDERS):
                     print(f"… {shape}, round {round_ + 1}: {name}", file=sys.stderr, flush=True)
-                    key = f"{prefix}-{shape.replace(' ', '')}-{round_}-{index}"
-                    results[shape][name].append(ask(pipes, client, name, key, spans))
+                    key = f"{shape.replace(' ', '')}-{round_}-{index}"
+                    results[shape][name].append(dispatch(pipes, client, prefix, name, key, spans))
             loads.append(f"after {shape}: {loadavg()}")
     finally:
         for pipe in pipes:
@@ -237,16 +265,12 @@ def measure(seconds: float, rounds: int, prefix: str) -> tuple[dict, list[str]]:
 
 def most(runs: list[Run]) -> int:
     """The most grants in any 1000 ms, in the worst of ``runs``."""
-    return max(
-        most_in_window([at for o in outcomes for at in o.grants], PERIOD) for outcomes, _ in runs
-    )
+    return max(most_in_window([at for o in outs for at in o.grants], PERIOD) for outs, _ in runs)
 
 
 def table(found: dict[str, list[Run]], length: float, active: float) -> Table:
     def rate(runs: list[Run]) -> float:
-        return statistics.median(
-            sum(o.decisions for o in outcomes) / active for outcomes, _ in runs
-        )
+        return statistics.median(sum(o.decisions for o in outs) / active for outs, _ in runs)
 
     rows, base = [], rate(found[BASELINE])
     for name, runs in found.items():
@@ -277,10 +301,7 @@ def report(results: dict, loads: list[str], seconds: float, rounds: int, markdow
         title = f"{shape} (asking {asking} of {length:.1f} s)"
         body = table(found, length, sum(b - a for a, b in asking_spans))
         over = [name for name, runs in found.items() if most(runs) > LIMIT]
-        late = max(o.late for runs in found.values() for outcomes, _ in runs for o in outcomes)
         notes = f"Above the limit in some 1000 ms: {', '.join(over) or 'none'}."
-        if late > 0.05:
-            notes += f" A run's setup overran its start by up to {late:.2f} s."
         if markdown:
             lines += [f"## {title}", body.markdown(), notes]
         else:
@@ -292,44 +313,19 @@ def report(results: dict, loads: list[str], seconds: float, rounds: int, markdow
 
 def markdown(body: str, command: str, server: str, took: float) -> str:
     versions = ", ".join(f"{name} {metadata.version(name)}" for name in VERSIONS)
-    return f"""# Benchmarks: rate limiters shared through Redis
-
-<!-- Written by bench/redis_limiters.py; run it rather than editing by hand. -->
-
-Written by `{command}` in {took:.0f} s. Redis server {server}; {versions}.
-
-{PROCESSES} spawned processes of {CALLERS} asyncio tasks each (uvloop) ask one Redis for a
-slot of one limit, a refused caller at once again; the contenders' runs alternate, each on a
-fresh key. A grant is timed with `time.time()` when it returns to its caller; the grants of
-all processes are merged and `sluicegate.testing.most_in_window(times, 1.0)` gives the most
-in any 1000 ms wherever it starts, what the system behind the limiter would count; *excess*
-is that over the limit. *Utilisation* is grants ÷ (limit × the shape's length): an exact
-window reaches about 100% in the constant and pulsed shapes and about 60% after idle (a
-window's worth in the warm-up, two in the burst, in 5 s). *Redis CPU*: Redis's CPU seconds
-per second of the run (1.00 is one busy core). Decisions/s counts the time callers ask. 4
-busy client processes and Redis share the machine's CPUs: decisions/s is bound by CPU, and
-other work on the machine moves it (the load average is at the end).
-
-- sluicegate: `RedisBackend.open(url, configs=MemoryConfigStore(), prefix=…)`; `await
-  backend.slots.acquire([Limit("bench", {LIMIT}, 1000)], now_ms)` (the clock is Redis `TIME`),
-  for a grant `backend.slots.sent(grant, now_ms)` (written in the background).
-- limits: `await MovingWindowRateLimiter(RedisStorage("async+redis://…")).hit(
-  RateLimitItemPerSecond({LIMIT}), "bench")` (coredis client).
-- pyrate-limiter: `Limiter(await RedisBucket.init([Rate({LIMIT}, Duration.SECOND)], redis.asyncio
-  client, key))`, `await try_acquire_async("bench", blocking=False)`, which holds an
-  `asyncio.Lock` per process around each decision: one decision in flight per process.
-- throttled-py: `await throttled.asyncio.Throttled(using="token_bucket" | "sliding_window",
-  quota=per_sec({LIMIT}), store=RedisStore(url), timeout=-1).limit()`.
-
-{body}
-"""
+    return (
+        "# Benchmarks: rate limiters shared through Redis\n\n<!-- Written by "
+        "bench/redis_limiters.py; run it rather than editing by hand. -->\n\nWritten by "
+        f"`{command}` in {took:.0f} s. Redis server {server}; {versions}.\n\n"
+        f"{__doc__.partition(chr(10) * 2)[2]}\n{body}\n"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a shape")
     parser.add_argument("--rounds", type=int, default=2, help="runs per contender and shape")
-    parser.add_argument("--quick", action="store_true", help="a smoke run of about 30 s")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of under a minute")
     parser.add_argument("--write", metavar="PATH", type=Path, help="write the Markdown report")
     args = parser.parse_args()
     interruptible()

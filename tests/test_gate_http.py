@@ -92,6 +92,24 @@ async def test_retry_after_is_honoured(gate: Gate, system: System, clock: FakeCl
     assert (Outcome.SUCCESS, 2, 2) == (result.outcome, result.attempts, system.hits["later"])
 
 
+async def test_retry_after_holds_every_call_to_the_endpoint(
+    gate: Gate, system: System, clock: FakeClock
+) -> None:
+    """A 503 with Retry-After: 2 pauses the endpoint: another call to it, made 1 s
+    later, is sent only when the 2 s are over (inside its budget), with the retry."""
+    first = asyncio.create_task(gate.call(**args(system, "later") | {
+        "url": f"{system.base}/later?after=2"}))  # fmt: skip
+    await until(lambda: system.hits.get("later") == 1)
+    await clock.advance(1.0)
+    second = asyncio.create_task(gate.call(**args(system, "ok")))
+    await clock.advance(0.999)
+    assert (None, 1) == (system.hits.get("ok"), system.hits["later"])
+    await clock.advance(0.001)
+    await until(lambda: first.done() and second.done())
+    assert [Outcome.SUCCESS] * 2 == [first.result().outcome, second.result().outcome]
+    assert (1, 2) == (system.hits["ok"], system.hits["later"])
+
+
 async def test_retry_after_beyond_the_budget_ends_with_the_error(
     gate: Gate, system: System
 ) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 from tests.arrivals import Arrival, ArrivalSystem, arrivals_system
-from tests.loopback import Served, eventually, free_port, sluicegate_serve
+from tests.loopback import SLUICEGATE, Served, eventually, free_port, sluicegate_serve
 from tests.services import postgres_schema, redis_prefix
 from tests.test_rates_at_the_system import ADOBE, CAPPING, UTILISATION, settled
 
@@ -45,6 +45,7 @@ class Fleet:
     instances: list[Served]
     http: aiohttp.ClientSession
     token: str
+    postgres_url: str
     _turn: itertools.count[int]
 
     @property
@@ -105,7 +106,7 @@ async def fleet(tmp_path: Path, count: int, redis_url: str | None = None) -> Asy
         token = instances[0].token
         assert token is not None
         assert all(served.token is None for served in instances[1:])
-        yield Fleet(instances, http, token, itertools.count())
+        yield Fleet(instances, http, token, postgres_url, itertools.count())
 
 
 async def drive(fleet: Fleet, url: str, *, rate: float, seconds: float) -> None:
@@ -261,6 +262,24 @@ async def test_a_retry_after_seen_by_one_instance_holds_the_endpoint_on_another(
     assert [x.at - busy >= 1.9 for x in arrivals if x.path == "/ok/r/b"] == [True]
 
 
+async def test_a_key_made_by_the_cli_works_on_every_instance(tmp_path: Path) -> None:
+    """``sluicegate keys create --postgres`` (no instance involved) makes a key that every
+    instance accepts at once; a wrong one is refused by all."""
+    async with fleet(tmp_path, 2) as two:
+        done = await asyncio.create_subprocess_exec(
+            *SLUICEGATE, "keys", "create", "--postgres", two.postgres_url, "--org", "demo",
+            "--role", "viewer", stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await done.communicate()
+        assert 0 == done.returncode
+        two.token = out.decode().split()[-1]
+        seen = [await two.request("GET", "/v1/sandboxes", on=served) for served in two.instances]
+        two.token = "sg_not-a-key"
+        wrong = [await two.request("GET", "/v1/sandboxes", on=served) for served in two.instances]
+    assert [200, 200] == [status for status, _ in seen]
+    assert [401, 401] == [status for status, _ in wrong]
+
+
 @contextlib.asynccontextmanager
 async def redis_server(tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
     """A Redis of the test's own (append-only file on, so it keeps its data across a
@@ -314,7 +333,7 @@ async def test_redis_stopped_and_restarted_during_load(tmp_path: Path) -> None:
         fleet(tmp_path, 2, redis_url=url) as two,
         arrivals_system() as system,
     ):
-        a, b = two.instances
+        b = two.instances[1]
         await deploy_throttling(two, system, "/ok/q/*")
         queued = await asyncio.gather(*(two.call(system.url(f"/ok/q/n{n}")) for n in range(QUEUED)))
         assert {202} == {status for status, _ in queued}

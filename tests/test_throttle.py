@@ -45,7 +45,9 @@ class Seen:
 class FullSlots(MemorySlotStore):
     """A window that never has a free slot."""
 
-    async def acquire(self, limits: object, now_ms: int) -> Grant | Wait:
+    async def acquire(
+        self, limits: object, now_ms: int, *, behind: str | None = None
+    ) -> Grant | Wait:
         return Wait(1_000)
 
 

@@ -252,15 +252,7 @@ class _Dispatcher:
                 expires = None if head is None else head + t._max_age
             self.waiting()  # drops the retries that gave up
             wanted = len(self.retries) + min(store.depth(self.key), BATCH)
-            grants: list[Grant] = []
-            wait: Wait | None = None
-            limit = (t.limit(self.key),)
-            while len(grants) < wanted:
-                found = await slots.acquire(limit, t._now_ms())
-                if isinstance(found, Wait):
-                    wait = found
-                    break
-                grants.append(found)
+            grants, wait = await self._slots(wanted)
             try:
                 handed = await self._hand_over(grants)
             except BaseException:
@@ -278,6 +270,29 @@ class _Dispatcher:
                 await self._nap(pause)
             elif not wanted and not self._poked:
                 return
+
+    async def _slots(self, wanted: int) -> tuple[list[Grant], Wait | None]:
+        """Up to ``wanted`` slots of the queue's window, and the wait for more if fewer.
+        A shared store is asked for all at once (one round trip), others one by one."""
+        t = self._throttling
+        limit = (t.limit(self.key),)
+        if t._store.shared:
+            asked = [t._slots.acquire(limit, t._now_ms()) for _ in range(wanted)]
+            found = await asyncio.gather(*asked, return_exceptions=True)
+            grants = [grant for grant in found if isinstance(grant, Grant)]
+            error = next((e for e in found if isinstance(e, BaseException)), None)
+            if error is not None:
+                for grant in grants:
+                    t._slots.release(grant)
+                raise error
+            return grants, next((wait for wait in found if isinstance(wait, Wait)), None)
+        grants = []
+        while len(grants) < wanted:
+            got = await t._slots.acquire(limit, t._now_ms())
+            if isinstance(got, Wait):
+                return grants, got
+            grants.append(got)
+        return grants, None
 
     async def _hand_over(self, grants: list[Grant]) -> bool | None:
         """Give ``grants`` to the retries waiting, then to the head of the queue. ``None``

@@ -23,7 +23,6 @@ class Shared:
     postgres_url: str
     prefix: str = "sg"
     server_time: bool = True
-    cluster: bool = False
 
 
 #: Where a gate keeps its state: nowhere (memory), a data directory (SQLite), or shared.
@@ -54,7 +53,7 @@ async def _open_shared(shared: Shared) -> Backend:
         await db.start()
         return await RedisBackend.open(
             shared.redis_url, PostgresConfigStore(db), prefix=shared.prefix,
-            server_time=shared.server_time, cluster=shared.cluster, closing=db.aclose,
+            server_time=shared.server_time, closing=db.aclose,
         )  # fmt: skip
     except BaseException:
         await db.aclose()

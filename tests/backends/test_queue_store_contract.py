@@ -174,3 +174,20 @@ async def test_empty_body_and_headers_round_trip(backend: Backend) -> None:
     item = QueuedCall(call_id="c", queue="q", call=call, enqueued_at=0.0, rate=200)
     await backend.queue.push(item)
     assert [item] == await backend.queue.claim("q", 1)
+
+
+async def test_an_unclaimed_call_goes_back_to_its_place(
+    backend: Backend, queued: MakeQueued
+) -> None:
+    """A claimed call that could not start is put back at its place: waiting again (the
+    depth counts it), and claimed again ahead of the calls pushed after it."""
+    for n in range(4):
+        await backend.queue.push(queued(n))
+    await backend.queue.claim("q", 2)
+    await backend.queue.unclaim("call-1")
+    assert (3, "queued") == (backend.queue.depth("q"), await backend.queue.find("call-1"))
+    assert ["call-1", "call-2"] == [i.call_id for i in await backend.queue.claim("q", 2)]
+    await backend.queue.remove("call-1")
+    await backend.queue.unclaim("call-2")
+    await backend.queue.remove("call-2")
+    assert (1, None) == (backend.queue.depth("q"), await backend.queue.find("call-2"))

@@ -11,15 +11,15 @@ round trip. Choices:
   their lease) and sent slots (``sent``, scored by their send time). A reservation whose
   lease ends without a stamp belongs to an instance that died: it counts as sent at the
   end of its lease, which is later than any send it could have made, so the window stays
-  exact. Stamps and releases are sent in the background, in batches.
+  exact. A send is stamped at the Redis time of its grant plus the time that passed on the
+  instance until it left. Stamps and releases are sent in the background, in batches.
 * **Queues.** A queue is a sorted set of call ids by push sequence, the calls in a hash;
   claimed calls are leased to their instance (renewed while it runs them) and go back to
   their place when a lease ends, so a dead instance's calls are delivered by the others
   (at least once). Queued calls cost Redis memory, not instance memory.
 * **Cluster.** Every key of one limit, queue or connection pool shares the hash tag
-  ``{<key>}``; a decision over two limits (a data source under a capping rule and the
-  default cap) takes them one after the other on a cluster, giving back the first when the
-  second refuses.
+  ``{<key>}``, and no script touches two of them but a decision over two limits (a data
+  source under a capping rule and the default cap); see ``docs/many-instances.md``.
 
 Redis must keep its data for queued calls to survive its restart: run it with
 ``appendonly yes`` (a warning is logged at start otherwise).
@@ -34,11 +34,12 @@ import itertools
 import json
 import logging
 import secrets
+import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from redis import asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -101,6 +102,16 @@ class _Keys:
         return f"{self.prefix}:{{{key}}}:conns"
 
 
+class _Request(NamedTuple):
+    """A script to run in the next pipeline, and who waits for its answer."""
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+    future: asyncio.Future[Any]
+    lost: Callable[[Any], None] | None
+
+
 class RedisSlotStore:
     """Exact sliding windows in Redis, shared by every instance (see the module doc)."""
 
@@ -112,19 +123,18 @@ class RedisSlotStore:
         *,
         instance: str,
         server_time: bool = True,
-        cluster: bool = False,
     ) -> None:
         self._client = client
         self._scripts = scripts
         self._keys = keys
         self._instance = instance
         self._server_time = server_time
-        self._cluster = cluster
         self._tickets = itertools.count(1)
         self._periods: dict[str, int] = {}  # the period last seen of each key (for in_use)
+        self._granted: dict[int, tuple[int, float]] = {}  # ticket -> Redis ms, monotonic s
         self._pending: list[tuple[Grant, str]] = []  # stamps ('' or ms) and releases ('-')
         self._pauses: list[tuple[Sequence[Limit], int, int]] = []
-        self._requests: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]] = []
+        self._requests: list[_Request] = []
         self._sender: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -135,13 +145,6 @@ class RedisSlotStore:
         self, limits: Sequence[Limit], now_ms: int, *, behind: str | None = None
     ) -> Grant | Wait:
         ticket = next(self._tickets)
-        if self._cluster and len(limits) > 1:  # keys on several shards: one at a time
-            return await self._acquire_each(limits, now_ms, ticket)
-        return await self._acquire(limits, now_ms, ticket, behind)
-
-    async def _acquire(
-        self, limits: Sequence[Limit], now_ms: int, ticket: int, behind: str | None
-    ) -> Grant | Wait:
         keys: list[str] = []
         args: list[str | int] = [self._now(now_ms), SLOT_LEASE_MS, self._member(ticket),
                                  len(limits), "1" if behind else "0"]  # fmt: skip
@@ -151,23 +154,17 @@ class RedisSlotStore:
             self._periods[limit.key] = limit.period_ms
         if behind is not None:
             keys.append(self._keys.queue(behind)[1])
-        wait, paused = await self._run("taking a slot", "acquire", keys, args)
-        if wait == 0:
-            return Grant(limits, ticket)
-        return Wait(int(wait), paused=bool(paused))
 
-    async def _acquire_each(
-        self, limits: Sequence[Limit], now_ms: int, ticket: int
-    ) -> Grant | Wait:
-        taken: list[Limit] = []
-        for limit in limits:
-            found = await self._acquire((limit,), now_ms, ticket, None)
-            if isinstance(found, Wait):
-                if taken:
-                    self.release(Grant(taken, ticket))
-                return found
-            taken.append(limit)
-        return Grant(limits, ticket)
+        def lost(answer: Any) -> None:  # its caller gave up: a grant is given back
+            if answer[0] == 0:
+                self.release(Grant(limits, ticket))
+
+        (wait, answer), asked = await self._run("taking a slot", "acquire", keys, args, lost)
+        if wait == 0:
+            if self._server_time:
+                self._granted[ticket] = (int(answer), asked)
+            return Grant(limits, ticket)
+        return Wait(int(wait), paused=bool(answer))
 
     def _member(self, ticket: int) -> str:
         return f"{self._instance}:{ticket}"
@@ -176,9 +173,21 @@ class RedisSlotStore:
         return None  # the reservation was written by the script that granted it
 
     def sent(self, grant: Grant, sent_ms: int) -> None:
-        self._settle(grant, self._now(sent_ms))
+        if not self._server_time:
+            self._settle(grant, str(sent_ms))
+            return
+        # Redis's time of the grant, plus the time since it was asked for on this host: no
+        # earlier than when the request left, on Redis's clock (the grant came after the
+        # asking), and later only by the request's trip to Redis.
+        granted = self._granted.pop(grant.ticket, None)
+        if granted is None:
+            self._settle(grant, "")  # the time the stamp arrives: later, hence safe
+            return
+        at, then = granted
+        self._settle(grant, str(at + int((time.monotonic() - then) * 1000)))
 
     def release(self, grant: Grant) -> None:
+        self._granted.pop(grant.ticket, None)
         self._settle(grant, "-")
 
     def pause(self, limits: Sequence[Limit], ms: int, now_ms: int) -> None:
@@ -188,13 +197,23 @@ class RedisSlotStore:
     async def in_use(self, key: str, now_ms: int) -> int:
         sent, held, _ = self._keys.slot(key)
         args = [self._now(now_ms), self._periods.get(key, 0)]
-        return int(await self._run("counting slots", "in_use", [sent, held], args))
+        count, _ = await self._run("counting slots", "in_use", [sent, held], args)
+        return int(count)
 
-    async def _run(self, what: str, script: str, keys: list[str], args: list[Any]) -> Any:
+    async def _run(
+        self,
+        what: str,
+        script: str,
+        keys: list[str],
+        args: list[Any],
+        lost: Callable[[Any], None] | None = None,
+    ) -> Any:
         """Run ``script`` in the next pipeline: the requests made while one is in flight
-        go together, after the stamps, releases and pauses gathered before them."""
+        go together, after the stamps, releases and pauses gathered before them. Returns
+        its answer, and when (``time.monotonic()``) the pipeline was sent; the answer to a
+        caller that gave up meanwhile goes to ``lost``."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._requests.append((script, keys, args, future))
+        self._requests.append(_Request(script, keys, args, future, lost))
         self._kick()
         try:
             return await future
@@ -218,15 +237,17 @@ class RedisSlotStore:
             requests, self._requests = self._requests, []
             writes = self._take()
             pipe = await self._pipeline(writes)
-            for script, keys, args, _ in requests:
-                await self._scripts[script](keys=keys, args=args, client=pipe)
+            for request in requests:
+                await self._scripts[request.script](keys=request.keys, args=request.args,
+                                                    client=pipe)  # fmt: skip
             try:
+                asked = time.monotonic()
                 answers = await pipe.execute(raise_on_error=False)
             except (RedisError, OSError) as exc:
                 error = StorageError(f"Redis is unavailable ({exc})")
-                for *_, future in requests:
-                    if not future.done():
-                        future.set_exception(error)
+                for request in requests:
+                    if not request.future.done():
+                        request.future.set_exception(error)
                 if self._closing:
                     log.warning("slot stamps not written at close: %s", exc)
                     return
@@ -235,14 +256,15 @@ class RedisSlotStore:
                     log.warning("slot stamps not written yet: %s", exc)
                     await asyncio.sleep(RETRY_WRITES_AFTER)
                 continue
-            for (*_, future), answer in zip(requests, answers[len(answers) - len(requests) :],
-                                            strict=True):  # fmt: skip
-                if future.done():  # its caller gave up; a grant lapses with its lease
-                    continue
+            for request, answer in zip(requests, answers[len(answers) - len(requests) :],
+                                       strict=True):  # fmt: skip
                 if isinstance(answer, Exception):
-                    future.set_exception(StorageError(f"Redis answered {answer}"))
-                else:
-                    future.set_result(answer)
+                    if not request.future.done():
+                        request.future.set_exception(StorageError(f"Redis answered {answer}"))
+                elif not request.future.done():
+                    request.future.set_result((answer, asked))
+                elif request.lost is not None:
+                    request.lost(answer)
 
     def _take(self) -> _Writes:
         writes = (self._pending, self._pauses)
@@ -568,7 +590,6 @@ class RedisBackend:
         *,
         prefix: str = "sg",
         server_time: bool = True,
-        cluster: bool = False,
         closing: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         path = files("sluicegate.backends") / "lua"
@@ -578,7 +599,7 @@ class RedisBackend:
         instance = secrets.token_hex(6)
         self.client = client
         self.slots = RedisSlotStore(client, scripts, keys, instance=instance,
-                                    server_time=server_time, cluster=cluster)  # fmt: skip
+                                    server_time=server_time)  # fmt: skip
         self.queue = RedisQueueStore(client, scripts, keys)
         self.connections = RedisConnections(client, scripts["connect"], keys, instance=instance)
         self.configs = configs

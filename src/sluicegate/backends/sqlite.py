@@ -18,6 +18,7 @@ depth of each queue. Choices:
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import sqlite3
@@ -97,6 +98,16 @@ def _head(queue: str, after: int, count: int, conn: sqlite3.Connection) -> list[
     return conn.execute(sql, (queue, after, count)).fetchall()
 
 
+def _claim(
+    queue: str, returned: list[int], after: int, count: int, conn: sqlite3.Connection
+) -> list[Any]:
+    """The rows put back (``returned``), then the head after the cursor: ``count`` in all."""
+    marks = ", ".join("?" * len(returned))
+    sql = f"SELECT seq, {_COLUMNS} FROM queued_calls WHERE seq IN ({marks}) ORDER BY seq"
+    rows = conn.execute(sql, returned).fetchall() if returned else []
+    return rows + _head(queue, after, count - len(rows), conn)
+
+
 def _expire(
     queue: str, after: int, cutoff: float, conn: sqlite3.Connection
 ) -> tuple[list[Any], float | None]:
@@ -127,6 +138,7 @@ class SqliteQueueStore:
         self._depth: dict[str, int] = defaultdict(int)
         self._cursor: dict[str, int] = defaultdict(int)  # the last seq claimed
         self._claimed: set[str] = set()
+        self._returned: dict[str, list[int]] = defaultdict(list)  # put back: claimed first
 
     async def push(self, item: QueuedCall) -> None:
         self._depth[item.queue] += 1
@@ -138,12 +150,14 @@ class SqliteQueueStore:
             raise
 
     async def claim(self, queue: str, count: int) -> list[QueuedCall]:
+        returned = self._returned[queue][:count]  # before the cursor: ahead of the others
         rows = await self._db.run(
-            "claiming calls", partial(_head, queue, self._cursor[queue], count)
+            "claiming calls", partial(_claim, queue, returned, self._cursor[queue], count)
         )
         items = [_from_row(row[1:]) for row in rows]  # first: a row it cannot read moves nothing
         if items:
-            self._cursor[queue] = rows[-1][0]
+            del self._returned[queue][: len(returned)]
+            self._cursor[queue] = max(self._cursor[queue], rows[-1][0])
             self._depth[queue] -= len(rows)
             self._claimed.update(item.call_id for item in items)
         return items
@@ -166,14 +180,23 @@ class SqliteQueueStore:
         for seq, queue in rows:
             if seq > self._cursor[queue]:
                 self._depth[queue] -= 1
+            elif seq in self._returned[queue]:
+                self._returned[queue].remove(seq)
+                self._depth[queue] -= 1
             else:  # claimed meanwhile
                 self._claimed.discard(call_id)
 
     async def unclaim(self, call_id: str) -> None:
-        """The row stays; it runs again after the next start (the cursor cannot step back
-        over calls running now). Slots here never fail to be decided, so this is only
-        for completeness of the contract."""
+        if call_id not in self._claimed:
+            return
+        rows = await self._db.execute(
+            "putting a call back", "SELECT seq, queue FROM queued_calls WHERE call_id = ?",
+            (call_id,),
+        )  # fmt: skip
         self._claimed.discard(call_id)
+        for seq, queue in rows:
+            bisect.insort(self._returned[queue], seq)
+            self._depth[queue] += 1
 
     async def reclaim(self) -> None:
         await self._commits.flush()
@@ -183,6 +206,7 @@ class SqliteQueueStore:
         self._depth = defaultdict(int, rows)
         self._cursor.clear()
         self._claimed.clear()
+        self._returned.clear()
 
     def depth(self, queue: str) -> int:
         return self._depth.get(queue, 0)
@@ -208,7 +232,7 @@ class SqliteQueueStore:
         if not rows:
             return None
         seq, queue = rows[0]
-        if seq > self._cursor[queue]:
+        if seq > self._cursor[queue] or seq in self._returned[queue]:
             return "queued"
         return "claimed" if call_id in self._claimed else None  # else: its removal is buffered
 
