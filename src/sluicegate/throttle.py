@@ -34,6 +34,8 @@ BATCH = 64
 RETRY_AFTER = 1.0
 #: Seconds between two looks at a shared store's queues.
 SCAN_EVERY = 1.0
+#: Seconds a dispatcher on a shared store waits for a slot before it asks again.
+SHARED_LOOK_AGAIN = 0.05
 log = logging.getLogger(__name__)
 
 
@@ -115,7 +117,7 @@ class Throttling:
             await asyncio.shield(self._store.remove(call_id))  # its row is being written
             raise
         if not self._closed:  # else it waits, stored, for the next start
-            self._dispatch(key)
+            self._dispatcher(key).pushed()
         return None
 
     async def wait_retry(self, target: ThrottleTarget) -> Grant:
@@ -178,10 +180,14 @@ class Throttling:
 
     def _dispatch(self, key: str) -> _Dispatcher:
         """Make sure the dispatcher of ``key`` looks at its queue again."""
+        dispatcher = self._dispatcher(key)
+        dispatcher.poke()
+        return dispatcher
+
+    def _dispatcher(self, key: str) -> _Dispatcher:
         dispatcher = self._dispatchers.get(key)
         if dispatcher is None:
             dispatcher = self._dispatchers[key] = _Dispatcher(key, self)
-        dispatcher.poke()
         return dispatcher
 
     def _now_ms(self) -> int:
@@ -210,10 +216,16 @@ class _Dispatcher:
         self._wake = asyncio.Event()
 
     def poke(self) -> None:
-        """Something changed (a call stored, a retry waiting, a slot freed, the rate): look
-        again at once, starting if stopped."""
-        self._poked = True
+        """Something changed (a retry waiting, a slot freed, the rate): look again at
+        once, starting if stopped."""
         self._wake.set()
+        self.pushed()
+
+    def pushed(self) -> None:
+        """A call was stored: drain, starting if stopped. A dispatcher waiting for a slot
+        to free goes on waiting: a new call frees none, and asking again at every push
+        would cost a round of slot requests each time."""
+        self._poked = True
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"dispatch {self.key}")
 
@@ -265,6 +277,8 @@ class _Dispatcher:
                 await asyncio.sleep(0)  # let the dispatched calls and the others run
             elif wait is not None:
                 pause = wait.ms / 1000
+                if store.shared:  # another instance's slot given back is not announced
+                    pause = min(pause, SHARED_LOOK_AGAIN)
                 if expires is not None:
                     pause = min(pause, max(0.0, expires - now))
                 await self._nap(pause)

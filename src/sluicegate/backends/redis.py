@@ -61,6 +61,8 @@ MAX_UNWRITTEN = 100_000
 CLAIM_LEASE_MS = 10_000
 #: How long a connection stays held by an instance that stopped answering.
 CONNECTION_LEASE_MS = 60_000
+#: Pipelines of slot requests in flight at once, at most.
+SENDERS = 2
 #: Connections to Redis per instance; requests beyond them wait for one.
 MAX_CONNECTIONS = 32
 log = logging.getLogger(__name__)
@@ -135,7 +137,7 @@ class RedisSlotStore:
         self._pending: list[tuple[Grant, str]] = []  # stamps ('' or ms) and releases ('-')
         self._pauses: list[tuple[Sequence[Limit], int, int]] = []
         self._requests: list[_Request] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._senders: set[asyncio.Task[None]] = set()
         self._closing = False
 
     def _now(self, now_ms: int) -> str:
@@ -225,8 +227,10 @@ class RedisSlotStore:
         self._kick()
 
     def _kick(self) -> None:
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send_loop(), name="redis slot requests")
+        if len(self._senders) < SENDERS:
+            sender = asyncio.create_task(self._send_loop(), name="redis slot requests")
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
 
     async def _send_loop(self) -> None:
         """Send everything gathered, one pipeline at a time (so that what was asked first
@@ -305,8 +309,7 @@ class RedisSlotStore:
         """Write what is gathered, then stop (not by cancelling: redis-py may swallow a
         cancellation in the middle of a request)."""
         self._closing = True
-        if self._sender is not None:
-            await self._sender
+        await asyncio.gather(*self._senders)
 
 
 def _encode(item: QueuedCall) -> str:
