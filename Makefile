@@ -30,8 +30,9 @@ typecheck: $(STAMP)  ## mypy strict on the package
 test: lint typecheck  ## lint, type-check and run the whole suite
 	$(PY) -m pytest
 
-bench: $(STAMP)  ## run the benchmarks and write docs/benchmarks.md
+bench: $(STAMP)  ## run the benchmarks; write docs/benchmarks.md and docs/benchmarks-redis.md
 	$(PY) bench/run.py --write docs/benchmarks.md
+	$(PY) bench/redis_limiters.py --write docs/benchmarks-redis.md
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,243 @@
+"""Throttling queues in Redis, one FIFO per queue for every instance: the queue store of
+:mod:`sluicegate.backends.redis` (see its docstring for the choices)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+from collections import defaultdict
+
+from redis import asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from sluicegate.backends.redis_keys import Keys, ask
+from sluicegate.call import Call, Service
+from sluicegate.errors import StorageError
+from sluicegate.storage import QueuedCall, QueueDepth, Stored
+
+#: How long a claimed call stays with its instance without a renewal.
+CLAIM_LEASE_MS = 10_000
+log = logging.getLogger(__name__)
+
+
+def _encode(item: QueuedCall) -> str:
+    call = item.call
+    return json.dumps({
+        "org": call.org, "sandbox": call.sandbox, "journey": call.journey,
+        "service": str(call.service), "method": call.method, "url": call.url,
+        "headers": dict(call.headers), "timeout": call.timeout_seconds,
+        "body": base64.b64encode(call.body).decode(),
+    }, separators=(",", ":"))  # fmt: skip
+
+
+def _decode(queue: str, call_id: str, text: str | None, meta: str | None) -> QueuedCall:
+    try:
+        if text is None or not meta:
+            raise ValueError("its data is missing")
+        _, enqueued_at, rate = meta.split(" ")
+        doc = json.loads(text)
+        call = Call(
+            org=doc["org"], sandbox=doc["sandbox"], journey=doc["journey"],
+            service=Service(doc["service"]), method=doc["method"], url=doc["url"],
+            headers=doc["headers"], body=base64.b64decode(doc["body"]),
+            timeout_seconds=doc["timeout"],
+        )  # fmt: skip
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"queued call {call_id!r} cannot be read back: {exc}") from exc
+    return QueuedCall(call_id=call_id, queue=queue, call=call, enqueued_at=float(enqueued_at),
+                      rate=int(rate))  # fmt: skip
+
+
+class RedisQueueStore:
+    """One FIFO per queue in Redis for every instance (see the module doc). ``depth`` is
+    the last depth this instance saw; the dispatchers of every instance look for work in
+    :meth:`queues` regularly, so calls pushed elsewhere are never stranded."""
+
+    shared = True
+
+    def __init__(self, client: aioredis.Redis, scripts: dict[str, AsyncScript], keys: Keys) -> None:
+        self._client = client
+        self._scripts = scripts
+        self._keys = keys
+        self._depth: dict[str, int] = {}
+        self._mine: dict[str, str] = {}  # call id -> queue, of the calls claimed here
+        self._renewer: asyncio.Task[None] | None = None
+        self._pushes: list[tuple[QueuedCall, asyncio.Future[None]]] = []
+        self._pusher: asyncio.Task[None] | None = None
+        self._pushing: dict[str, asyncio.Future[None]] = {}  # by call id, until written
+        self._closed = asyncio.Event()
+
+    async def push(self, item: QueuedCall) -> None:
+        """Pushes made while others are being written go together in one pipeline, in
+        the order they were made."""
+        queue = item.queue
+        self._depth[queue] = self._depth.get(queue, 0) + 1  # counted from the call on
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pushes.append((item, done))
+        self._pushing[item.call_id] = done
+        done.add_done_callback(lambda _: self._pushing.pop(item.call_id, None))
+        if self._pusher is None or self._pusher.done():
+            self._pusher = asyncio.create_task(self._push_loop(), name="redis pushes")
+        try:
+            await asyncio.shield(done)
+        except StorageError:
+            self._depth[queue] -= 1
+            raise
+
+    async def _push_loop(self) -> None:
+        while self._pushes:
+            batch, self._pushes = self._pushes, []
+            pipe: Pipeline = self._client.pipeline(transaction=False)
+            for item, _ in batch:
+                seq, waiting, _, data, meta = self._keys.queue(item.queue)
+                pipe.hset(self._keys.index, item.call_id, item.queue)
+                pipe.sadd(self._keys.queues, item.queue)
+                await self._scripts["push"](
+                    keys=[seq, waiting, data, meta],
+                    args=[item.call_id, _encode(item), repr(item.enqueued_at), item.rate],
+                    client=pipe,
+                )
+            try:
+                answers = await ask("queueing calls", pipe.execute())
+            except StorageError as exc:
+                for _, done in batch:
+                    done.set_exception(exc)
+                continue
+            for (item, done), depth in zip(batch, answers[2::3], strict=True):
+                self._depth[item.queue] = int(depth)
+                done.set_result(None)
+
+    async def claim(self, queue: str, count: int) -> list[QueuedCall]:
+        _, waiting, claimed, data, meta = self._keys.queue(queue)
+        request = self._scripts["claim"](
+            keys=[waiting, claimed, data, meta], args=[count, CLAIM_LEASE_MS], client=self._client
+        )
+        found = await ask("claiming calls", request)
+        self._depth[queue] = int(found[0])
+        items = [_decode(queue, *found[i : i + 3]) for i in range(1, len(found), 3)]
+        for item in items:
+            self._mine[item.call_id] = queue
+        if items and (self._renewer is None or self._renewer.done()):
+            self._renewer = asyncio.create_task(self._renew(), name="redis claim leases")
+        return items
+
+    async def expire(self, queue: str, cutoff: float) -> tuple[list[QueuedCall], float | None]:
+        _, waiting, _, data, meta = self._keys.queue(queue)
+        request = self._scripts["expire"](
+            keys=[waiting, data, meta], args=[repr(cutoff)], client=self._client
+        )
+        found = await ask("expiring calls", request)
+        self._depth[queue] = int(found[0])
+        expired = [found[i] for i in range(2, len(found), 3)]
+        if expired:
+            await ask("expiring calls", self._client.hdel(self._keys.index, *expired))
+        items = [_decode(queue, *found[i : i + 3]) for i in range(2, len(found), 3)]
+        return items, float(found[1]) if found[1] else None
+
+    async def remove(self, call_id: str) -> None:
+        if (pushing := self._pushing.get(call_id)) is not None:  # its push goes first
+            await asyncio.gather(pushing, return_exceptions=True)
+        queue = self._mine.pop(call_id, None) or await self._where(call_id)
+        if queue is None:
+            return
+        _, waiting, claimed, data, meta = self._keys.queue(queue)
+        request = self._scripts["remove"](
+            keys=[waiting, claimed, data, meta], args=[call_id], client=self._client
+        )
+        self._depth[queue] = int(await ask("removing a call", request))
+        await ask("removing a call", self._client.hdel(self._keys.index, call_id))
+
+    async def unclaim(self, call_id: str) -> None:
+        queue = self._mine.pop(call_id, None)
+        if queue is not None:
+            _, waiting, claimed, _, meta = self._keys.queue(queue)
+            request = self._scripts["reclaim"](
+                keys=[waiting, claimed, meta], args=[call_id], client=self._client
+            )
+            self._depth[queue] = int(await ask("putting a call back", request))
+
+    async def reclaim(self) -> None:
+        """Put back the calls claimed here, and every call whose lease ended (its
+        instance died)."""
+        mine: dict[str, list[str]] = defaultdict(list)
+        for call_id, queue in self._mine.items():
+            mine[queue].append(call_id)
+        self._mine.clear()
+        for queue in await self._names():
+            _, waiting, claimed, _, meta = self._keys.queue(queue)
+            request = self._scripts["reclaim"](
+                keys=[waiting, claimed, meta], args=mine.get(queue, []), client=self._client
+            )
+            self._depth[queue] = int(await ask("reclaiming calls", request))
+
+    def depth(self, queue: str) -> int:
+        return self._depth.get(queue, 0)
+
+    async def queues(self) -> list[QueueDepth]:
+        names = await self._names()
+        pipe: Pipeline = self._client.pipeline(transaction=False)
+        for queue in names:
+            _, waiting, _, _, meta = self._keys.queue(queue)
+            await self._scripts["head"](keys=[waiting, meta], client=pipe)
+        found = []
+        for queue, (depth, head) in zip(names, await ask("reading queues", pipe.execute()),
+                                        strict=True):  # fmt: skip
+            self._depth[queue] = int(depth)
+            if depth and head:
+                _, oldest, rate = head.split(" ")
+                found.append(QueueDepth(queue=queue, depth=int(depth), oldest=float(oldest),
+                                        rate=int(rate)))  # fmt: skip
+        return found
+
+    async def find(self, call_id: str) -> Stored | None:
+        queue = await self._where(call_id)
+        if queue is None:
+            return None
+        _, waiting, claimed, _, _ = self._keys.queue(queue)
+        pipe: Pipeline = self._client.pipeline(transaction=False)
+        pipe.zscore(waiting, call_id)
+        pipe.zscore(claimed, call_id)
+        is_waiting, is_claimed = await ask("finding a call", pipe.execute())
+        if is_waiting is not None:
+            return "queued"
+        return "claimed" if is_claimed is not None else None
+
+    async def _where(self, call_id: str) -> str | None:
+        """The queue of a stored call, from the index."""
+        found = await ask("finding a call", self._client.hget(self._keys.index, call_id))
+        return None if found is None else str(found)
+
+    async def _names(self) -> list[str]:
+        """Every queue that ever held a call."""
+        found = await ask("listing queues", self._client.smembers(self._keys.queues))
+        return sorted(str(name) for name in found)
+
+    async def _renew(self) -> None:
+        """Keep the leases of the calls this instance runs, while it runs them."""
+        while self._mine:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), CLAIM_LEASE_MS / 3000)
+                return
+            mine: dict[str, list[str]] = defaultdict(list)
+            for call_id, queue in list(self._mine.items()):
+                mine[queue].append(call_id)
+            try:
+                for queue, ids in mine.items():
+                    claimed = self._keys.queue(queue)[2]
+                    await self._scripts["renew"](
+                        keys=[claimed], args=[CLAIM_LEASE_MS, *ids], client=self._client
+                    )
+            except (RedisError, OSError) as exc:
+                log.warning("claim leases not renewed: %s", exc)
+
+    async def aclose(self) -> None:
+        if self._pusher is not None:
+            await asyncio.gather(self._pusher, return_exceptions=True)
+        self._closed.set()  # not a cancellation: redis-py may swallow one mid-request
+        if self._renewer is not None:
+            await asyncio.gather(self._renewer, return_exceptions=True)
