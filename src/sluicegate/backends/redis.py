@@ -14,8 +14,9 @@ requests made meanwhile go together in one round trip. The slot store is in
   their lease) and sent slots (``sent``, scored by their send time). A reservation whose
   lease ends without a stamp belongs to an instance that died: it counts as sent at the
   end of its lease, which is later than any send it could have made, so the window stays
-  exact. A send is stamped at the Redis time of its grant plus the time that passed on the
-  instance until it left. Stamps and releases are sent in the background, in batches.
+  exact. A send is stamped with its time on Redis's clock, read through the tightest bound
+  the instance has of that clock's offset (never earlier than the true time). Stamps and
+  releases are sent in the background, in batches.
 * **Queues.** A queue is a sorted set of call ids by push sequence, the calls in a hash;
   claimed calls are leased to their instance (renewed while it runs them) and go back to
   their place when a lease ends, so a dead instance's calls are delivered by the others

@@ -26,6 +26,8 @@ SLOT_LEASE_MS = 35_000
 RETRY_WRITES_AFTER = 0.5
 #: Stamps and releases kept for a retry while Redis is unavailable, at most.
 MAX_UNWRITTEN = 100_000
+#: Seconds a bound on the offset of Redis's clock is kept before a new one replaces it.
+OFFSET_FOR = 5.0
 #: Pipelines of slot requests in flight at once, at most.
 SENDERS = 2
 log = logging.getLogger(__name__)
@@ -61,7 +63,9 @@ class RedisSlotStore:
         self._server_time = server_time
         self._tickets = itertools.count(1)
         self._periods: dict[str, int] = {}  # the period last seen of each key (for in_use)
-        self._granted: dict[int, tuple[int, float]] = {}  # ticket -> Redis ms, monotonic s
+        # Redis's clock minus this host's monotonic one (ms), at most: see _clock_from.
+        self._offset: float | None = None
+        self._offset_since = 0.0
         self._pending: list[tuple[Grant, str]] = []  # stamps ('' or ms) and releases ('-')
         self._pauses: list[tuple[Sequence[Limit], int, int]] = []
         self._requests: list[_Request] = []
@@ -92,7 +96,7 @@ class RedisSlotStore:
         (wait, answer), asked = await self._run("taking a slot", "acquire", keys, args, lost)
         if wait == 0:
             if self._server_time:
-                self._granted[ticket] = (int(answer), asked)
+                self._clock_from(int(answer), asked)
             return Grant(limits, ticket)
         return Wait(int(wait), paused=bool(answer))
 
@@ -102,22 +106,26 @@ class RedisSlotStore:
     async def recorded(self, grant: Grant) -> None:
         return None  # the reservation was written by the script that granted it
 
+    def _clock_from(self, redis_ms: int, asked: float) -> None:
+        """Learn Redis's clock from a grant made at ``redis_ms``, asked for at ``asked``
+        (monotonic). Redis ran the script after it was asked for, so ``redis_ms - asked``
+        is at least the true offset; the least of those seen lately (the fastest trip) is
+        the tightest such bound. It is renewed every :data:`OFFSET_FOR` seconds, so that a
+        clock adjusted meanwhile is followed."""
+        now = time.monotonic()
+        seen = redis_ms - asked * 1000
+        if self._offset is None or seen < self._offset or now - self._offset_since > OFFSET_FOR:
+            self._offset, self._offset_since = seen, now
+
     def sent(self, grant: Grant, sent_ms: int) -> None:
         if not self._server_time:
             self._settle(grant, str(sent_ms))
-            return
-        # Redis's time of the grant, plus the time since it was asked for on this host: no
-        # earlier than when the request left, on Redis's clock (the grant came after the
-        # asking), and later only by the request's trip to Redis.
-        granted = self._granted.pop(grant.ticket, None)
-        if granted is None:
-            self._settle(grant, "")  # the time the stamp arrives: later, hence safe
-            return
-        at, then = granted
-        self._settle(grant, str(at + int((time.monotonic() - then) * 1000)))
+        elif self._offset is None:
+            self._settle(grant, "")  # the time the stamp reaches Redis: later, hence safe
+        else:  # when it left, on Redis's clock: never earlier, later by a fast trip at most
+            self._settle(grant, str(int(time.monotonic() * 1000 + self._offset) + 1))
 
     def release(self, grant: Grant) -> None:
-        self._granted.pop(grant.ticket, None)
         self._settle(grant, "-")
 
     def pause(self, limits: Sequence[Limit], ms: int, now_ms: int) -> None:
