@@ -174,7 +174,9 @@ class PostgresDatabase:
 
     async def listen(self, topic: str, changed: Callable[[], Any]) -> None:
         """Call ``changed()`` (awaited if it returns an awaitable) on every notice of
-        ``topic`` from another process, and once after each reconnection."""
+        ``topic`` from another process, and once after each reconnection. A ``changed()``
+        that fails (the database gone meanwhile, say) is called again once listening
+        resumes: a notice is never dropped on the floor."""
         lost = False
         while True:
             try:
@@ -188,7 +190,7 @@ class PostgresDatabase:
                     async for notice in conn.notifies():
                         if notice.payload != self.instance:
                             await _maybe_await(changed())
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # psycopg's, the network's, or changed()'s own
                 if not lost:
                     log.warning("not hearing of %s changes (listening again): %s", topic, exc)
                 lost = True
