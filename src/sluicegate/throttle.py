@@ -34,8 +34,10 @@ BATCH = 64
 RETRY_AFTER = 1.0
 #: Seconds between two looks at a shared store's queues.
 SCAN_EVERY = 1.0
-#: Seconds a dispatcher on a shared store waits for a slot before it asks again.
-SHARED_LOOK_AGAIN = 0.05
+#: Seconds a dispatcher waits for a slot, at most, before it asks again, when the time a
+#: slot frees is not known: a window full of reservations frees when their requests leave
+#: (its wait is a whole period), and a slot given back by another instance is not announced.
+LOOK_AGAIN = 0.05
 log = logging.getLogger(__name__)
 
 
@@ -277,8 +279,8 @@ class _Dispatcher:
                 await asyncio.sleep(0)  # let the dispatched calls and the others run
             elif wait is not None:
                 pause = wait.ms / 1000
-                if store.shared:  # another instance's slot given back is not announced
-                    pause = min(pause, SHARED_LOOK_AGAIN)
+                if store.shared or wait.ms >= t.limit(self.key).period_ms:  # see LOOK_AGAIN
+                    pause = min(pause, LOOK_AGAIN)
                 if expires is not None:
                     pause = min(pause, max(0.0, expires - now))
                 await self._nap(pause)
