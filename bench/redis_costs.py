@@ -24,16 +24,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from redis import asyncio as aioredis
 from redis.asyncio.client import Pipeline, Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.loopback import serve_ok
 from tests.services import postgres_schema
 
 from sluicegate import ConfigKind, Gate
@@ -70,22 +69,6 @@ def redis_server() -> Any:
             process.wait()
 
 
-@contextlib.asynccontextmanager
-async def system() -> AsyncIterator[str]:
-    async def ok(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", ok)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
 class Trips:
     """Counts the client's round trips: single requests and pipelines sent."""
 
@@ -119,7 +102,7 @@ async def _info(client: aioredis.Redis) -> dict[str, float]:
 
 
 async def measure(shape: str, redis_url: str, calls: int, concurrency: int) -> dict[str, float]:
-    async with postgres_schema() as postgres_url, system() as base:
+    async with postgres_schema() as postgres_url, serve_ok() as base:
         where = Shared(redis_url=redis_url, postgres_url=postgres_url, prefix=f"cost-{shape}")
         settings = Settings(
             allow_loopback=True, allowed_ports=frozenset({80, 443, int(base.rsplit(":", 1)[1])})

@@ -48,6 +48,16 @@ class Results:
     interference: Interference | None
 
 
+#: Where the limiter shared by several instances is measured (``make bench`` runs both).
+SHARED = (
+    "The Redis limiter that several instances share, against `limits` (moving window), "
+    "`pyrate-limiter` and `throttled-py` on the same Redis, with 4 processes: decisions per "
+    "second and the most grants in any 1000 ms window, in "
+    "[benchmarks-redis.md](benchmarks-redis.md) (`bench/redis_limiters.py`); what a call "
+    "costs Redis, in [scaling.md](scaling.md) (`bench/redis_costs.py`)."
+)
+
+
 def added_cpu_us(results: Results) -> float:
     """Client CPU per call that sluicegate adds to a bare aiohttp request."""
     library, bare = results.plain
@@ -288,5 +298,6 @@ def markdown(results: Results, facts: dict[str, str], command: str) -> str:
         "becomes what the client spends rather than what limits it.\n"
         "- Other processes on the machine make runs vary; the ranges show by how much. "
         + _disturbance(results.interference),
+        "## Shared through Redis\n\n" + SHARED,
     ]
     return "\n\n".join(sections) + "\n"

@@ -117,14 +117,7 @@ class Throttling:
             await asyncio.shield(self._store.remove(call_id))  # its row is being written
             raise
         if not self._closed:  # else it waits, stored, for the next start
-            dispatcher = self._dispatcher(key)
-            # In process, a dispatcher asks again at once: cheap, and a window full of
-            # reservations learns sooner when they free. A shared store's dispatcher asks
-            # again within SHARED_LOOK_AGAIN instead of a round trip at every push.
-            if self._store.shared:
-                dispatcher.pushed()
-            else:
-                dispatcher.poke()
+            self._dispatcher(key).pushed()
         return None
 
     async def wait_retry(self, target: ThrottleTarget) -> Grant:
@@ -226,12 +219,18 @@ class _Dispatcher:
         """Something changed (a retry waiting, a slot freed, the rate): look again at
         once, starting if stopped."""
         self._wake.set()
-        self.pushed()
+        self._start()
 
     def pushed(self) -> None:
-        """A call was stored: drain, starting if stopped. A dispatcher waiting for a slot
-        to free goes on waiting: a new call frees none, and asking again at every push
-        would cost a round of slot requests each time."""
+        """A call was stored: drain, starting if stopped. In process, look again at once
+        (cheap, and a window full of reservations learns sooner when they free); on a
+        shared store, a dispatcher waiting for a slot goes on waiting (it asks again within
+        SHARED_LOOK_AGAIN), rather than a round trip to the store at every push."""
+        if not self._throttling._store.shared:
+            self._wake.set()
+        self._start()
+
+    def _start(self) -> None:
         self._poked = True
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"dispatch {self.key}")
