@@ -15,7 +15,7 @@ from tests.loopback import System, eventually, serve_system, until
 from tests.service.conftest import WINDOW, Running, StartService
 
 from sluicegate.service.callbacks import CALL_ID_HEADER
-from sluicegate.service.routes.calls import CallPending, CallView
+from sluicegate.service.routes.call_models import CallPending, CallView
 from sluicegate.settings import Settings
 from sluicegate.testing import FakeClock
 

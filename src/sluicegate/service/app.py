@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from sluicegate.service import problems
+from sluicegate.service.fastpath import FastPath
 from sluicegate.service.routes import (
     calls,
     configs,
@@ -25,11 +26,12 @@ and `x-sandbox-name`.
 """
 
 
-def create_app(runtime: Runtime) -> FastAPI:
-    """The service on ``runtime``. OpenAPI at ``/openapi.json``, docs at ``/docs``."""
+def create_app(runtime: Runtime) -> FastPath:
+    """The service on ``runtime``. OpenAPI at ``/openapi.json``, docs at ``/docs``; the
+    call routes through their :class:`~sluicegate.service.fastpath.FastPath`."""
     app = FastAPI(title="sluicegate", version="0.1.0", description=DESCRIPTION)
     app.state.runtime = runtime
     problems.install(app)
     for module in (configs, calls, journeys, sandboxes, reports, endpoints, metrics):
         app.include_router(module.router)
-    return app
+    return FastPath(app, runtime)

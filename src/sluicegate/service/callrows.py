@@ -110,21 +110,41 @@ _DONE = (
     "callback_due = CASE WHEN calls.callback_url IS NULL THEN 0 ELSE 1 END"
 )
 _DONE_LOOKUP = f"{_DONE} RETURNING callback_url"
+_WHOLE = (
+    "INSERT INTO calls (call_id, org, sandbox, journey, state, callback_url, "
+    "idempotency_key, created_at, result, callback_due) "
+    "VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO UPDATE "
+    "SET state = 'done', result = excluded.result, callback_due = excluded.callback_due"
+)
 _DONE_GUARDED = f"{_DONE} WHERE calls.state != 'done' RETURNING callback_url"
 
 
 def write_batch(batch: Batch, prune: float | None, conn: Connection) -> dict[str, str]:
     """Write ``batch`` in one transaction (on the database thread); delete results older
-    than ``prune``. Returns the callback URLs of the ended calls not ``known``."""
+    than ``prune``. Returns the callback URLs of the ended calls not ``known``.
+
+    A call accepted and ended within one batch (most calls that run at once) is written
+    once, whole: one row insert per call rather than an insert and an update."""
     found: dict[str, str] = {}
+    ended = {f.call_id: f for f in batch.finished if f.known}
+    accepted, whole = [], []
+    for a in batch.accepted:
+        f = ended.pop(a.call_id, None)
+        if f is None:
+            accepted.append(a)
+        else:
+            whole.append((a, f))
     with conn:
         conn.executemany(_INSERT, [
             (a.call_id, a.org, a.sandbox, a.journey, QUEUED if a.queued else ACCEPTED,
-             a.callback_url, a.idempotency_key, a.created_at) for a in batch.accepted])  # fmt: skip
+             a.callback_url, a.idempotency_key, a.created_at) for a in accepted])  # fmt: skip
+        conn.executemany(_WHOLE, [
+            (a.call_id, a.org, a.sandbox, a.journey, a.callback_url, a.idempotency_key,
+             a.created_at, f.json(), int(a.callback_url is not None)) for a, f in whole])  # fmt: skip
         conn.executemany("UPDATE calls SET state = 'queued' WHERE call_id = ? "
                          "AND state = 'accepted'", [(i,) for i in batch.queued])  # fmt: skip
         conn.executemany(_DONE, [(f.call_id, f.org, f.sandbox, f.journey, f.at, f.json())
-                                 for f in batch.finished if f.known])  # fmt: skip
+                                 for f in ended.values()])  # fmt: skip
         for f in batch.finished:
             if not f.known:
                 row = (f.call_id, f.org, f.sandbox, f.journey, f.at, f.json())

@@ -43,17 +43,38 @@ def runtime(request: Request) -> Runtime:
     return found
 
 
+async def identify(rt: Runtime, token: str | None) -> Principal:
+    """The principal of a bearer ``token``; 401 when it is missing or unknown."""
+    if token is None:
+        raise Problem(401, "UNAUTHORIZED", "send 'Authorization: Bearer <api key>'")
+    found = await rt.tenants.authenticate(token)
+    if found is None:
+        raise Problem(401, "UNAUTHORIZED", "unknown API key")
+    return found
+
+
+async def admit(
+    rt: Runtime, who: Principal, org: str, sandbox: str, roles: frozenset[Role]
+) -> Context:
+    """The context of ``who`` acting in ``org``'s ``sandbox``; 403 or 404 otherwise."""
+    if org != who.org:
+        raise Problem(403, "FORBIDDEN", "this key does not belong to that org")
+    if who.role not in roles:
+        raise Problem(403, "FORBIDDEN", f"the role {who.role.value!r} may not do this")
+    found = await rt.tenants.sandbox(org, sandbox)
+    if found is None:
+        raise Problem(404, "SANDBOX_NOT_FOUND", f"org has no sandbox named {sandbox!r}")
+    return Context(org=org, sandbox=found, role=who.role, runtime=rt)
+
+
 async def principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The key's principal; 401 when the token is missing or unknown."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Problem(401, "UNAUTHORIZED", "send 'Authorization: Bearer <api key>'")
-    found = await runtime(request).tenants.authenticate(credentials.credentials)
-    if found is None:
-        raise Problem(401, "UNAUTHORIZED", "unknown API key")
-    return found
+    token = None
+    if credentials is not None and credentials.scheme.lower() == "bearer":
+        token = credentials.credentials
+    return await identify(runtime(request), token)
 
 
 def allow(roles: frozenset[Role]) -> Callable[..., Awaitable[Context]]:
@@ -66,15 +87,7 @@ def allow(roles: frozenset[Role]) -> Callable[..., Awaitable[Context]]:
         sandbox: Annotated[str, Header(alias="x-sandbox-name", description="The sandbox")],
         api_key: Annotated[str | None, Header(alias="x-api-key", include_in_schema=False)] = None,
     ) -> Context:
-        if org != who.org:
-            raise Problem(403, "FORBIDDEN", "this key does not belong to that org")
-        if who.role not in roles:
-            raise Problem(403, "FORBIDDEN", f"the role {who.role.value!r} may not do this")
-        rt = runtime(request)
-        found = await rt.tenants.sandbox(org, sandbox)
-        if found is None:
-            raise Problem(404, "SANDBOX_NOT_FOUND", f"org has no sandbox named {sandbox!r}")
-        return Context(org=org, sandbox=found, role=who.role, runtime=rt)
+        return await admit(runtime(request), who, org, sandbox, roles)
 
     return check
 

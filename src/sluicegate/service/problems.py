@@ -13,7 +13,7 @@ for a name already taken: :data:`INPUT_STATUS`), never 500.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -92,6 +92,24 @@ class Problem(Exception):
         self.message = message
 
 
+def body(
+    path: str,
+    status: int,
+    code: str | int,
+    message: str,
+    *,
+    family: str = "INPUT_OUTPUT_ERROR",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The error body of a request to ``path``: Adobe's envelope on the Adobe API."""
+    found: dict[str, Any] = {"status": status, "code": code, "message": message}
+    if path.startswith(ADOBE_PREFIX):
+        found["error"] = {"code": code, "family": family, "message": message,
+                          "service": "sluicegate"}  # fmt: skip
+    found.update(extra or {})
+    return found
+
+
 def problem(
     request: Request,
     status: int,
@@ -101,37 +119,35 @@ def problem(
     family: str = "INPUT_OUTPUT_ERROR",
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"status": status, "code": code, "message": message}
-    if request.url.path.startswith(ADOBE_PREFIX):
-        body["error"] = {"code": code, "family": family, "message": message,
-                         "service": "sluicegate"}  # fmt: skip
-    body.update(extra or {})
-    return JSONResponse(body, status_code=status)
+    content = body(request.url.path, status, code, message, family=family, extra=extra)
+    return JSONResponse(content, status_code=status)
 
 
-async def _problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, Problem)
-    return problem(request, exc.status, exc.code, exc.message)
+def answer(exc: Exception, path: str) -> tuple[int, dict[str, Any]] | None:
+    """The status and body that answer ``exc`` on ``path``; None for an unexpected error.
+    Used by the framework's handlers and by the call routes (:mod:`.fastpath`) alike."""
+    match exc:
+        case Problem():
+            return exc.status, body(path, exc.status, exc.code, exc.message)
+        case InvalidConfig():
+            errors = list(exc.details)  # canDeploy's [{errorCode, error}]
+            return 400, body(path, 400, exc.code, exc.message, extra={"errors": errors})
+        case InvalidInput():
+            status = INPUT_STATUS.get(exc.code, 400)
+            return status, body(path, status, exc.code, exc.message)
+        case ConfigError():
+            status = CONFIG_STATUS[exc.code]
+            return status, body(path, status, exc.code.value, exc.message)
+        case StorageError():
+            found = body(path, 503, "STORAGE_UNAVAILABLE", str(exc), family="INTERNAL_ERROR")
+            return 503, found
+    return None
 
 
-async def _invalid_config(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, InvalidConfig)
-    errors = list(exc.details)  # canDeploy's [{errorCode, error}]
-    return problem(request, 400, exc.code, exc.message, extra={"errors": errors})
-
-
-async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, InvalidInput)
-    return problem(request, INPUT_STATUS.get(exc.code, 400), exc.code, exc.message)
-
-
-async def _config_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ConfigError)
-    return problem(request, CONFIG_STATUS[exc.code], exc.code.value, exc.message)
-
-
-async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
-    return problem(request, 503, "STORAGE_UNAVAILABLE", str(exc), family="INTERNAL_ERROR")
+async def _known(request: Request, exc: Exception) -> JSONResponse:
+    found = answer(exc, request.url.path)
+    assert found is not None  # registered only for the classes answer() knows
+    return JSONResponse(found[1], status_code=found[0])
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -162,24 +178,25 @@ def _allowed(request: Request) -> str | None:
     return None
 
 
-async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {}
+def invalid(errors: Sequence[Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The message and field details of an invalid request, from pydantic's ``errors``."""
+    first = errors[0] if errors else {}
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
     message = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid")
-    details = [
-        {"field": ".".join(map(str, e.get("loc", ()))), "message": e.get("msg")}
-        for e in exc.errors()
-    ]
+    details = [{"field": ".".join(map(str, e.get("loc", ()))), "message": e.get("msg")}
+               for e in errors]  # fmt: skip
+    return message, details
+
+
+async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    message, details = invalid(exc.errors())
     return problem(request, 400, "INVALID_REQUEST", message, extra={"details": details})
 
 
 def install(app: FastAPI) -> None:
     """Register the one mapping from errors to responses."""
-    app.add_exception_handler(Problem, _problem)
-    app.add_exception_handler(InvalidConfig, _invalid_config)
-    app.add_exception_handler(InvalidInput, _invalid_input)
-    app.add_exception_handler(ConfigError, _config_error)
-    app.add_exception_handler(StorageError, _storage_error)
+    for known in (Problem, InvalidInput, ConfigError, StorageError):
+        app.add_exception_handler(known, _known)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)

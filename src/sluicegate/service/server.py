@@ -55,9 +55,11 @@ async def serve(
     *, where: Path | Shared, host: str, port: int, dev: bool, say: Callable[[str], None]
 ) -> None:
     async with open_runtime(where, dev=dev) as runtime:
+        # No proxy-header rewriting: nothing here reads the client's address.
         config = uvicorn.Config(
             create_app(runtime), host=host, port=port, lifespan="off", access_log=False,
-            log_level="info", timeout_graceful_shutdown=10,
+            log_level="info", timeout_graceful_shutdown=10, proxy_headers=False,
+            server_header=False,
         )  # fmt: skip
         server = _Server(config)
         loop = asyncio.get_running_loop()

@@ -1,0 +1,212 @@
+"""The service against calling the external system directly, one call per request and in
+batches, and calls queued through it.
+
+One ``sluicegate serve --dev`` process relays calls to the loopback server of
+:mod:`loopback` (a process of its own); the same aiohttp client calls that server directly
+or through ``POST /v1/calls`` (``waitSeconds`` 30: it answers once the call ended), at the
+same concurrency, alternately (:func:`throughput.compare`). Then: the latency a relay adds
+at concurrency 1, ``POST /v1/calls:batch`` with 500 calls a request, and calls queued behind
+a throttling rule one per request (``waitSeconds`` 0) and in batches.
+
+Why: an orchestrator that runs sluicegate as a service pays for its web layer on every
+call; this says how much of the direct rate it keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from machine import cpu_seconds
+from queue_service import START_TIMEOUT, served
+from throughput import CONCURRENCY, JOURNEY, SANDBOX, Contender, Opener, Spec, bare, compare
+
+ORG = "demo"  # the org of the development key
+BATCH = 500
+BATCHES_AT_ONCE = 4
+LATENCY_CALLS = 400
+#: A rate no run reaches: every call of the enqueue runs queues behind it.
+QUEUE_RATE = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """Calls handled by the service in a timed run, and the service's CPU meanwhile."""
+
+    calls: int
+    seconds: float
+    service_cpu: float
+
+    @property
+    def per_second(self) -> float:
+        return self.calls / self.seconds
+
+    @property
+    def cpu_us(self) -> float:
+        return self.service_cpu / self.calls * 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceResults:
+    relay: tuple[Contender, Contender]  # through the service, direct
+    service_cpu_us: float  # the service's CPU per relayed call (median run)
+    latency_direct_us: float  # p50 at concurrency 1
+    latency_relay_us: float
+    batch: Rate
+    batch_outcomes: dict[str, int]
+    enqueue_single: Rate
+    enqueue_batch: Rate
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "x-gw-ims-org-id": ORG,
+            "x-sandbox-name": SANDBOX}  # fmt: skip
+
+
+def _call(url: str, wait: float = 30) -> dict[str, Any]:
+    return {"journeyId": JOURNEY, "service": "action", "waitSeconds": wait,
+            "request": {"method": "POST", "url": url, "body": "{}"}}  # fmt: skip
+
+
+def relay(service: str, token: str, path: str) -> Opener:
+    """One call per ``POST /v1/calls`` of the service, answered once it ended."""
+
+    @asynccontextmanager
+    async def open_client(base: str) -> AsyncIterator[Callable[[], Awaitable[bool]]]:
+        connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+        body = json.dumps(_call(base + path)).encode()
+        headers = {**_headers(token), "Content-Type": "application/json"}
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one() -> bool:
+                async with session.post(f"{service}/v1/calls", data=body, headers=headers) as r:
+                    answer = await r.read()
+                    return r.status == 200 and b'"outcome":"success"' in answer
+
+            yield one
+
+    return open_client
+
+
+async def _latency(one: Callable[[], Awaitable[bool]], calls: int) -> list[float]:
+    found = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        await one()
+        found.append(time.perf_counter() - started)
+    return found
+
+
+async def _latencies(direct: Opener, relayed: Opener, base: str) -> tuple[float, float]:
+    """p50 of one call at a time, direct and relayed, interleaved in rounds."""
+    times: dict[str, list[float]] = {"direct": [], "relay": []}
+    async with direct(base) as call_direct, relayed(base) as call_relay:
+        ones = {"direct": call_direct, "relay": call_relay}
+        for one in ones.values():
+            await _latency(one, 50)  # warm-up
+        for _ in range(4):
+            for name, one in ones.items():
+                times[name] += await _latency(one, LATENCY_CALLS // 4)
+    return statistics.median(times["direct"]) * 1e6, statistics.median(times["relay"]) * 1e6
+
+
+async def _batches(
+    http: aiohttp.ClientSession, service: str, token: str, urls: list[str], wait: float, pid: int
+) -> tuple[Rate, dict[str, int]]:
+    """Send ``urls`` as calls in batches of BATCH, BATCHES_AT_ONCE requests at a time."""
+    chunks = [urls[i : i + BATCH] for i in range(0, len(urls), BATCH)]
+    outcomes: dict[str, int] = {}
+
+    async def sender() -> None:
+        while chunks:
+            chunk = chunks.pop()
+            doc = {"calls": [_call(url, wait) for url in chunk]}
+            async with http.post(f"{service}/v1/calls:batch", json=doc,
+                                 headers=_headers(token)) as r:  # fmt: skip
+                answer = await r.json()
+                if r.status != 200:
+                    raise RuntimeError(f"POST /v1/calls:batch answered {r.status}: {answer}")
+            for item in answer["results"]:
+                key = item.get("outcome") or item.get("state") or item["error"]["code"]
+                outcomes[key] = outcomes.get(key, 0) + 1
+
+    wall, cpu = time.perf_counter(), cpu_seconds(pid)
+    await asyncio.gather(*(sender() for _ in range(BATCHES_AT_ONCE)))
+    return Rate(len(urls), time.perf_counter() - wall, cpu_seconds(pid) - cpu), outcomes
+
+
+async def _singles(
+    http: aiohttp.ClientSession, service: str, token: str, urls: list[str], pid: int
+) -> Rate:
+    """One ``POST /v1/calls`` per URL, not waiting, from CONCURRENCY clients."""
+    shared = iter(urls)
+
+    async def client() -> None:
+        for url in shared:
+            async with http.post(f"{service}/v1/calls", json=_call(url, 0),
+                                 headers=_headers(token)) as r:  # fmt: skip
+                if r.status not in (200, 202):
+                    raise RuntimeError(f"POST /v1/calls answered {r.status}: {await r.text()}")
+
+    wall, cpu = time.perf_counter(), cpu_seconds(pid)
+    await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
+    return Rate(len(urls), time.perf_counter() - wall, cpu_seconds(pid) - cpu)
+
+
+async def _throttle(http: aiohttp.ClientSession, service: str, token: str, base: str) -> None:
+    """A throttling rule of QUEUE_RATE per second on the ``/queued`` paths of ``base``."""
+    adobe = f"{service}/journey/orchestration/throttlingConfigs"
+    doc = {"name": "bench", "urlPattern": f"{base}/queued/*", "methods": ["POST"],
+           "maxThroughput": QUEUE_RATE}  # fmt: skip
+    async with http.post(adobe, json=doc, headers=_headers(token)) as r:
+        uid = (await r.json())["uid"]
+    async with http.post(f"{adobe}/{uid}/deploy", headers=_headers(token)) as r:
+        if r.status != 204:
+            raise RuntimeError(f"deploying the throttling config: {r.status} {await r.text()}")
+
+
+async def measure(base: str, *, calls: int, repeats: int) -> ServiceResults:
+    """Every measurement of this module against one service process relaying to ``base``."""
+    with tempfile.TemporaryDirectory(prefix="sluicegate-bench-") as tmp:
+        async with served(Path(tmp) / "data") as server:
+            await asyncio.wait_for(server.listening.wait(), START_TIMEOUT)
+            token, pid = server.token, server.process.pid
+            assert token is not None, "no development key printed"
+            relayed = relay(server.base, token, "/ok")
+            cpu = cpu_seconds(pid)
+            both = await compare(
+                Spec("through the service", relayed), Spec("direct", bare("/ok")), base,
+                calls=calls, repeats=repeats,
+            )  # fmt: skip
+            relayed_calls = calls * (repeats + 1)
+            service_cpu_us = (cpu_seconds(pid) - cpu) / relayed_calls * 1e6
+            direct_us, relay_us = await _latencies(bare("/ok"), relayed, base)
+            connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+            async with aiohttp.ClientSession(connector=connector) as http:
+                urls = [f"{base}/ok"] * (calls * 2)
+                await _batches(http, server.base, token, urls[:BATCH], 30, pid)  # warm-up
+                batch, outcomes = await _batches(http, server.base, token, urls, 30, pid)
+                await _throttle(http, server.base, token, base)
+                queued = [f"{base}/queued/{n}" for n in range(calls * 2)]
+                single = await _singles(http, server.base, token, queued[:calls], pid)
+                batched, _ = await _batches(http, server.base, token, queued[calls:], 0, pid)
+    return ServiceResults(
+        relay=both,
+        service_cpu_us=service_cpu_us,
+        latency_direct_us=direct_us,
+        latency_relay_us=relay_us,
+        batch=batch,
+        batch_outcomes=outcomes,
+        enqueue_single=single,
+        enqueue_batch=batched,
+    )

@@ -1,0 +1,217 @@
+"""What ``/v1/calls`` does, whichever door a request came in by (:mod:`.fastpath`, or the
+framework's routes in :mod:`.routes.calls`): answers are ``(status, JSON text)``.
+
+A call is validated and built, its idempotency key honoured, recorded, submitted to the
+gate under an id chosen here; the request then waits up to ``waitSeconds`` for its end:
+200 with the result view when it ended, else 202 ``{callId, state}``. Only the request
+waiting holds the call's future: a queued call whose request has answered holds nothing
+in memory. The call's timeout is its journey's declared ``timeoutSeconds``.
+
+A batch runs each of its calls the same way, submitted together in the batch's order,
+and answers one entry per call: its result view, its state, or its refusal (an invalid
+call is refused alone; the others run). Errors that concern the whole request (auth,
+storage unavailable) answer the request, as for a single call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import ValidationError
+
+from sluicegate.call import Call, check_url, new_call_id
+from sluicegate.errors import InvalidCall
+from sluicegate.handle import CallHandle
+from sluicegate.service.callrows import Accepted, Found
+from sluicegate.service.callview import view_json
+from sluicegate.service.context import Context
+from sluicegate.service.problems import Problem, answer, invalid
+from sluicegate.service.routes.call_models import BatchIn, CallIn, CallItem, HttpRequestIn
+
+Answer = tuple[int, str]
+
+
+async def make(ctx: Context, body: CallIn) -> Answer:
+    """``POST /v1/calls``."""
+    started = await _begin(ctx, body, body.callbackUrl)
+    if isinstance(started, str):  # the same idempotency key: that first call
+        return await _replay(ctx, started, body.waitSeconds)
+    await _wait(ctx, (started,), body.waitSeconds)
+    return await _ended(ctx, started)
+
+
+async def get(ctx: Context, call_id: str) -> Answer:
+    """``GET /v1/calls/{callId}``: the result view once ended (200), else its state (202)."""
+    found = await ctx.runtime.calls.find(ctx.org, ctx.sandbox.name, call_id)
+    if found is None:
+        raise Problem(404, "CALL_NOT_FOUND", f"no call {call_id!r} in this org and sandbox")
+    return _found(found)
+
+
+async def batch(ctx: Context, body: BatchIn) -> Answer:
+    """``POST /v1/calls:batch``."""
+    items = [_item(raw) for raw in body.calls]
+    begun = iter(await asyncio.gather(*(
+        _begin_one(ctx, item, body.callbackUrl) for item in items if isinstance(item, CallItem)
+    )))  # fmt: skip
+    entries = [item if isinstance(item, str) else next(begun) for item in items]
+    await _wait(ctx, [entry for entry in entries if isinstance(entry, CallHandle)],
+                body.waitSeconds)  # fmt: skip
+    parts = []
+    for entry in entries:
+        if isinstance(entry, CallHandle):
+            entry = (await _ended(ctx, entry))[1]
+        elif isinstance(entry, Found):
+            entry = (await _replay(ctx, entry.call_id, 0))[1]
+        parts.append(entry)
+    return 200, '{"results":[' + ",".join(parts) + "]}"
+
+
+def _item(raw: dict[str, Any]) -> CallItem | str:
+    """``raw`` as a call, or the JSON of its refusal."""
+    try:
+        return CallItem.model_validate(raw)
+    except ValidationError as exc:
+        return _refusal(400, {"code": "INVALID_REQUEST", "message": invalid(exc.errors())[0]})
+
+
+async def _begin_one(
+    ctx: Context, item: CallItem, callback: str | None
+) -> CallHandle | Found | str:
+    """One call of a batch: its handle, the first call of its idempotency key, or the JSON
+    of its refusal. A refusal concerns this call alone (others run), whatever its cause."""
+    try:
+        started = await _begin(ctx, item, item.callbackUrl or callback)
+    except Exception as exc:
+        found = answer(exc, "/v1/calls")
+        if found is None:
+            raise
+        return _refusal(*found)
+    return Found(started, "queued") if isinstance(started, str) else started
+
+
+def _refusal(status: int, problem: dict[str, Any]) -> str:
+    doc = {"state": "refused", "status": status, "code": problem["code"],
+           "message": problem["message"]}  # fmt: skip
+    return json.dumps(doc)
+
+
+async def _begin(ctx: Context, item: CallItem, callback: str | None) -> CallHandle | str:
+    """Build, record and submit ``item``; the id of the first call of its idempotency key
+    when one was made."""
+    log, org, sandbox = ctx.runtime.calls, ctx.org, ctx.sandbox.name
+    if item.idempotencyKey is not None:
+        first = await log.find_key(org, sandbox, item.idempotencyKey)
+        if first is not None:
+            return first
+    timeout = await ctx.runtime.journeys.timeout(org, sandbox, item.journeyId)
+    method, url, headers, payload = _request(item.request)
+    call = Call.build(org=org, sandbox=sandbox, journey=item.journeyId, service=item.service,
+                      method=method, url=url, headers=headers, body=payload,
+                      timeout_seconds=timeout)  # fmt: skip
+    if callback is not None:
+        _check_callback(callback)
+    now = ctx.runtime.clock.now()
+    entry = Accepted(call_id=new_call_id(now), org=org, sandbox=sandbox, journey=item.journeyId,
+                     created_at=now, callback_url=callback,
+                     idempotency_key=item.idempotencyKey)  # fmt: skip
+    durable = callback is not None or item.idempotencyKey is not None
+    start = _start(ctx, entry, call, durable)
+    # Once the row is being written the call must be submitted, even if this request is
+    # cancelled: shield the two together.
+    return await (asyncio.shield(start) if durable else start)
+
+
+async def _start(ctx: Context, entry: Accepted, call: Call, durable: bool) -> CallHandle | str:
+    """Record then submit; the id of an earlier call when the idempotency key was taken."""
+    log = ctx.runtime.calls
+    first = await log.accept(entry, durable=durable)
+    if first is not None:
+        return first
+    try:
+        handle = await ctx.runtime.gate.submit(call, call_id=entry.call_id)
+    except BaseException:
+        log.withdraw(entry)
+        raise
+    if handle.state == "queued":
+        log.queued(entry)
+    return handle
+
+
+async def _wait(ctx: Context, handles: Iterable[CallHandle], wait: float) -> None:
+    """Wait at most ``wait`` seconds for every one of ``handles`` to end."""
+    pending = [handle for handle in handles if not handle.done()]
+    if wait <= 0 or not pending:
+        return
+    clock = ctx.runtime.clock
+    try:
+        async with clock.deadline(clock.now() + wait):
+            await asyncio.gather(*(h.result() for h in pending), return_exceptions=True)
+    except TimeoutError:
+        pass
+    except asyncio.CancelledError:
+        if _cancelled_here():
+            raise
+
+
+async def _ended(ctx: Context, handle: CallHandle) -> Answer:
+    """200 with the view of ``handle`` if it ended, else 202 with its state."""
+    if not handle.done():
+        return 202, json.dumps({"callId": handle.call_id, "state": handle.state})
+    try:
+        result = await handle.result()
+    except asyncio.CancelledError:
+        raise Problem(503, "SHUTTING_DOWN", "the service stopped during the call; "
+                      "ask for it again after the restart") from None  # fmt: skip
+    return 200, ctx.runtime.calls.finished_json(handle.call_id) or view_json(result)
+
+
+async def _replay(ctx: Context, call_id: str, wait: float) -> Answer:
+    """Answer a repeated idempotency key with the first call, never calling again."""
+    handle = ctx.runtime.gate.watch(call_id)  # first, so that an end from now on is seen
+    found = await ctx.runtime.calls.find(ctx.org, ctx.sandbox.name, call_id)
+    if found is None or found.json is not None:
+        return _found(found or Found(call_id, "queued"))
+    await _wait(ctx, (handle,), wait)
+    return await _ended(ctx, handle)
+
+
+def _found(found: Found) -> Answer:
+    if found.json is None:
+        return 202, json.dumps({"callId": found.call_id, "state": found.state})
+    return 200, found.json
+
+
+def _request(request: HttpRequestIn) -> tuple[str, str, dict[str, str], str | None]:
+    """Method, URL, headers and body of the request to make, the body as text."""
+    headers = dict(request.headers or {})
+    body = request.body
+    if body is None or isinstance(body, str):
+        return request.method, request.url, headers, body
+    if not any(name.lower() == "content-type" for name in headers):
+        headers["Content-Type"] = "application/json"
+    try:
+        text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise InvalidCall("INVALID_BODY", "body holds NaN or Infinity, not JSON") from None
+    return request.method, request.url, headers, text
+
+
+def _check_callback(url: str) -> None:
+    """Refuse a callback URL that is not an absolute http(s) URL. The egress policy judges
+    it when the callback is sent: a refusal then is logged and counted."""
+    try:
+        parts = check_url(url)
+    except InvalidCall as exc:
+        raise InvalidCall("INVALID_CALLBACK_URL", f"callbackUrl: {exc.message}") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidCall("INVALID_CALLBACK_URL", "callbackUrl must be http or https")
+
+
+def _cancelled_here() -> bool:
+    """Whether this request's own task is being cancelled (not the call it waits for)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
