@@ -29,14 +29,16 @@ import aiohttp
 
 from machine import cpu_seconds
 from queue_service import START_TIMEOUT, served
+from sluicegate.rules import MIN_THROUGHPUT
 from throughput import CONCURRENCY, JOURNEY, SANDBOX, Contender, Opener, Spec, bare, compare
 
 ORG = "demo"  # the org of the development key
 BATCH = 500
 BATCHES_AT_ONCE = 4
 LATENCY_CALLS = 400
-#: A rate no run reaches: every call of the enqueue runs queues behind it.
-QUEUE_RATE = 1
+#: The lowest rate a throttling rule may have: nearly every call of the enqueue runs
+#: waits behind it.
+QUEUE_RATE = MIN_THROUGHPUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +75,11 @@ def _headers(token: str) -> dict[str, str]:
             "x-sandbox-name": SANDBOX}  # fmt: skip
 
 
-def _call(url: str, wait: float = 30) -> dict[str, Any]:
-    return {"journeyId": JOURNEY, "service": "action", "waitSeconds": wait,
+def _call(url: str, wait: float | None = 30) -> dict[str, Any]:
+    """A call to ``url``; with ``waitSeconds`` unless ``wait`` is None (a batch's call)."""
+    call = {"journeyId": JOURNEY, "service": "action",
             "request": {"method": "POST", "url": url, "body": "{}"}}  # fmt: skip
+    return call if wait is None else {**call, "waitSeconds": wait}
 
 
 def relay(service: str, token: str, path: str) -> Opener:
@@ -130,7 +134,7 @@ async def _batches(
     async def sender() -> None:
         while chunks:
             chunk = chunks.pop()
-            doc = {"calls": [_call(url, wait) for url in chunk]}
+            doc = {"calls": [_call(url, None) for url in chunk], "waitSeconds": wait}
             async with http.post(f"{service}/v1/calls:batch", json=doc,
                                  headers=_headers(token)) as r:  # fmt: skip
                 answer = await r.json()

@@ -154,6 +154,10 @@ async def new_call(env: Env) -> Prepared:
     return {}, call_body(env)
 
 
+async def new_batch(env: Env) -> Prepared:
+    return {}, {"calls": [call_body(env)]}
+
+
 async def finished_call(env: Env) -> Prepared:
     made = await env.as_admin("POST", "/v1/calls", call_body(env))
     assert "done" == made["state"], made
@@ -205,6 +209,7 @@ ROUTES = [
     *config_routes("endpointConfigs", "capping"),
     *config_routes("throttlingConfigs", "throttling"),
     Route("make-call", "POST", "/v1/calls", CALL, 200, new_call),
+    Route("make-calls", "POST", "/v1/calls:batch", CALL, 200, new_batch),
     Route("get-call", "GET", "/v1/calls/{callId}", CALL, 200, finished_call),
     Route("put-journey", "PUT", "/v1/journeys/access", EDIT, 200, journey_timeout),
     Route("get-journey", "GET", "/v1/journeys/access", READ, 200),

@@ -96,7 +96,7 @@ async def _begin_one(
 def _refusal(status: int, problem: dict[str, Any]) -> str:
     doc = {"state": "refused", "status": status, "code": problem["code"],
            "message": problem["message"]}  # fmt: skip
-    return json.dumps(doc)
+    return json.dumps(doc, separators=(",", ":"))
 
 
 async def _begin(ctx: Context, item: CallItem, callback: str | None) -> CallHandle | str:
