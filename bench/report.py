@@ -14,6 +14,7 @@ import decisions
 import loopback
 import queue_report
 import queue_results
+import service
 import throughput
 from machine import Interference
 from measure import Series
@@ -43,7 +44,9 @@ class Results:
     plain: tuple[throughput.Contender, throughput.Contender]  # sluicegate, bare aiohttp
     core_us: Series  # sluicegate's CPU per call with no network
     flaky: tuple[throughput.Contender, throughput.Contender]  # sluicegate, aiohttp+tenacity
+    reqwest: tuple[throughput.Contender, throughput.Contender]  # sluicegate on reqwest, bare
     queue: queue_results.Scale
+    service: service.ServiceResults
     seconds: float
     interference: Interference | None
 
@@ -84,16 +87,21 @@ def targets(results: Results) -> list[Target]:
     return [
         Target(f"decisions/s, {store.name}", store.rate.median, 500_000, True, count),
         Target(f"decisions/s, {window.name}", window.rate.median, 500_000, True, count),
-        _speedup("calls/s, sluicegate ÷ bare aiohttp", library, bare, 0.8),
-        Target("client CPU added per call by sluicegate", added_cpu_us(results), 30, False, us),
+        _speedup("calls/s, sluicegate (aiohttp transport, the default) ÷ bare aiohttp",
+                 library, bare, 0.8),
+        _speedup("calls/s, sluicegate (reqwest transport, opt-in) ÷ bare aiohttp",
+                 results.reqwest[0], results.reqwest[1], 1.2),
+        Target("client CPU added per call by sluicegate ÷ bare aiohttp's per request",
+               added_cpu_us(results) / bare.cpu_us.median, 0.2, False, ratio),
         _speedup(
             f"calls/s with {loopback.FAILURE_RATE:.0%} failing, sluicegate ÷ aiohttp + tenacity",
             flaky_library,
             flaky_tenacity,
-            1.5,
+            2.0,
         ),
         *queue_report.targets(results.queue),
-    ]
+        *service.targets(results.service),
+    ]  # fmt: skip
 
 
 def _limiter_table(results: Results) -> Table:
@@ -289,7 +297,13 @@ def markdown(results: Results, facts: dict[str, str], command: str) -> str:
         f"{us(flaky_library.cpu_us.median - attempts_alone)} per call to that, the tenacity "
         f"loop {us(flaky_tenacity.cpu_us.median - attempts_alone)} (tenacity's per-attempt "
         "bookkeeping, plus one `asyncio.timeout` per attempt). " + _bottleneck(results.flaky),
+        "### With the reqwest transport",
+        'The same comparison with `Settings(transport="reqwest")`: the gate on pyreqwest '
+        "(Rust, reqwest and hyper), against bare aiohttp again, alternately. It is opt-in: "
+        "[engine.md](engine.md#transports) says what it does not guarantee yet.",
+        _calls_table(results.reqwest).markdown(),
         *queue_report.scale_markdown(results.queue),
+        *service.markdown(results.service, plan.calls),
         "## Reading these numbers",
         "- Client and server share the machine's CPUs; with 2 CPUs each process has about one "
         "core.\n"

@@ -10,7 +10,11 @@ Measured in one run, each as a ratio against the alternative:
    retrying the same way (no waits on either side);
 4. a million calls queued behind a throttling rule on the SQLite backend, through
    ``gate.submit`` and through ``POST /v1/calls`` of the service: enqueue rate, resident
-   memory per queued call, restart time with them all queued, and the drain after it.
+   memory per queued call, restart time with them all queued, and the drain after it;
+5. the service against calling the system directly (:mod:`service`): calls relayed one
+   per request and in batches, the latency it adds, calls queued through it.
+
+Section 2 runs again with the opt-in reqwest transport.
 
 Why: the gate sits on the path of every call a journey makes; these numbers say what
 that costs and whether it stays within the targets. ``make bench`` runs
@@ -30,6 +34,7 @@ import decisions
 import hotpath
 import machine
 import queue_scale
+import service
 import throughput
 from loopback import serve
 from measure import interruptible, runner
@@ -60,6 +65,7 @@ def benchmark(plan: Plan) -> Results:
     meter = machine.CpuMeter()
     loopback = Settings(allow_loopback=True)
     flaky = Settings(allow_loopback=True, retry_schedule=ZERO_WAITS)
+    on_reqwest = Settings(allow_loopback=True, transport="reqwest")
     with runner() as loop:
         _step("limiter decisions")
         limiters = decisions.measure(loop, plan.decisions, plan.repeats)
@@ -76,6 +82,16 @@ def benchmark(plan: Plan) -> Results:
                     repeats=plan.repeats,
                 )
             )
+            _step("calls/s: sluicegate on reqwest vs bare aiohttp")
+            reqwest = loop.run(
+                throughput.compare(
+                    throughput.Spec("sluicegate, reqwest", throughput.library(on_reqwest, "/ok")),
+                    throughput.Spec("bare aiohttp", throughput.bare("/ok")),
+                    base,
+                    calls=plan.calls,
+                    repeats=plan.repeats,
+                )
+            )
             _step("calls/s with 30% failing: sluicegate vs aiohttp + tenacity")
             failing = loop.run(
                 throughput.compare(
@@ -86,6 +102,8 @@ def benchmark(plan: Plan) -> Results:
                     repeats=plan.repeats,
                 )
             )
+            _step("the service: relayed, batches, queued")
+            served = loop.run(service.measure(base, calls=plan.calls, repeats=plan.repeats))
         _step(
             f"{plan.queued_calls:,} calls queued (gate.submit), then "
             f"{plan.queued_http_calls:,} (POST /v1/calls): enqueue, restart, drain"
@@ -99,7 +117,9 @@ def benchmark(plan: Plan) -> Results:
         plain=plain,
         core_us=core_us,
         flaky=failing,
+        reqwest=reqwest,
         queue=queue,
+        service=served,
         seconds=time.perf_counter() - started,
         interference=meter.stop(),  # after the server process was waited for
     )

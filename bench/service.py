@@ -30,6 +30,7 @@ import aiohttp
 from machine import cpu_seconds
 from queue_service import START_TIMEOUT, served
 from sluicegate.rules import MIN_THROUGHPUT
+from tables import Table, Target, count, ratio, span, us
 from throughput import CONCURRENCY, JOURNEY, SANDBOX, Contender, Opener, Spec, bare, compare
 
 ORG = "demo"  # the org of the development key
@@ -214,3 +215,69 @@ async def measure(base: str, *, calls: int, repeats: int) -> ServiceResults:
         enqueue_single=single,
         enqueue_batch=batched,
     )
+
+
+def targets(results: ServiceResults) -> list[Target]:
+    """The service's targets: relay rate and latency, batches, enqueues."""
+    relayed, direct = results.relay
+    added = results.latency_relay_us - results.latency_direct_us
+    return [
+        Target("service, one call per request ÷ direct, calls/s",
+               relayed.rate.median / direct.rate.median, 0.5, True, ratio),
+        Target("service, p50 added at concurrency 1", added, 500, False, us),
+        Target(f"service, POST /v1/calls:batch ({BATCH} a request), calls/s",
+               results.batch.per_second, 10_000, True, count),
+        Target("service, calls queued per second in batches",
+               results.enqueue_batch.per_second, 10_000, True, count),
+        Target("service, calls queued per second one per request",
+               results.enqueue_single.per_second, 3_000, True, count),
+    ]  # fmt: skip
+
+
+def markdown(results: ServiceResults, calls: int) -> list[str]:
+    """The service's section of docs/benchmarks.md."""
+    relayed, direct = results.relay
+    rates = Table(
+        ["", "calls/s", "service CPU/call", "of which"],
+        [
+            ["one call per request (relayed, above)", count(relayed.rate.median),
+             us(results.service_cpu_us), "the call's own request to the system included"],
+            [f"`POST /v1/calls:batch`, {BATCH} calls a request, {BATCHES_AT_ONCE} at once",
+             count(results.batch.per_second), us(results.batch.cpu_us),
+             ", ".join(f"{n:,} {o}" for o, n in sorted(results.batch_outcomes.items()))],
+            ["queued, one `POST /v1/calls` per call (`waitSeconds` 0)",
+             count(results.enqueue_single.per_second), us(results.enqueue_single.cpu_us),
+             "no request to the system"],
+            [f"queued, `POST /v1/calls:batch` of {BATCH}", count(results.enqueue_batch.per_second),
+             us(results.enqueue_batch.cpu_us), "no request to the system"],
+        ],
+    )  # fmt: skip
+    return [
+        "## 5. Through the service",
+        "One `sluicegate serve --dev` process (SQLite, in a temporary directory) relays calls "
+        "to the loopback server of section 2. The same aiohttp client, at concurrency "
+        f"{CONCURRENCY}, calls the server directly or through `POST /v1/calls` "
+        "(`waitSeconds` 30: the answer is the call's result), alternately, "
+        f"{calls:,} calls a run. Service CPU is the service process's, per call.",
+        _calls_table([relayed, direct]),
+        f"At concurrency 1, a call's median time is {us(results.latency_direct_us)} direct and "
+        f"{us(results.latency_relay_us)} through the service "
+        f"({LATENCY_CALLS} calls each, interleaved).",
+        "Batches and calls queued behind a throttling rule of "
+        f"{QUEUE_RATE} calls/s (each queued call is stored in the engine's journal before "
+        "its answer):",
+        rates.markdown(),
+        "A relayed call costs the service about what the library's call costs its client "
+        "plus the inbound request: the request to the external system (aiohttp), the "
+        "guardrails, the call log's row, and the HTTP request and answer. A batch saves only "
+        "the inbound request's share; see [performance.md](performance.md) for where the "
+        "rest goes.",
+    ]
+
+
+def _calls_table(contenders: list[Contender]) -> str:
+    return Table(
+        ["contender", "calls/s (median)", "min … max", "client CPU/call"],
+        [[c.name, count(c.rate.median), span(c.rate, count), us(c.cpu_us.median)]
+         for c in contenders],
+    ).markdown()  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Literal
 
 from sluicegate.errors import InvalidInput
 from sluicegate.retry import RETRY_SCHEDULE
@@ -29,7 +30,9 @@ class Settings:
     ``send_guard_ms`` is the guard band: a slot is held that much longer than its rule's
     period after its request left, so that requests whose trip to the external system
     takes up to that much longer than others' still never arrive more than the rule
-    allows in any window (see ``docs/engine.md``).
+    allows in any window (see ``docs/engine.md``). ``transport`` chooses the HTTP client
+    of the default transport: ``"aiohttp"``, or ``"reqwest"`` (pyreqwest), faster but
+    with the gaps "Transports" in ``docs/engine.md`` lists.
     """
 
     action_default: DefaultCap = DefaultCap(count=300_000, period_ms=60_000)
@@ -45,6 +48,7 @@ class Settings:
     retry_schedule: tuple[float, ...] = RETRY_SCHEDULE
     max_redirects: int = 5
     send_guard_ms: int = 10
+    transport: Literal["aiohttp", "reqwest"] = "aiohttp"
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -63,3 +67,5 @@ class Settings:
             raise InvalidInput("INVALID_SETTINGS", "max_response_bytes must be >= 0")
         if self.send_guard_ms < 0 or self.max_redirects < 0:
             raise InvalidInput("INVALID_SETTINGS", "send_guard_ms and max_redirects must be >= 0")
+        if self.transport not in ("aiohttp", "reqwest"):
+            raise InvalidInput("INVALID_SETTINGS", "transport must be 'aiohttp' or 'reqwest'")

@@ -61,7 +61,14 @@ async def _open_shared(shared: Shared) -> Backend:
 
 
 def default_transport(settings: Settings, policy: EgressPolicy) -> Transport:
-    """The aiohttp transport, imported here so the core never imports a driver."""
+    """The transport ``settings.transport`` names, imported here so the core never imports
+    a driver. aiohttp is the default: the pyreqwest transport is faster but cannot tell
+    when a connection is ready nor abort a cancelled request (docs/engine.md, "Transports").
+    """
+    if settings.transport == "reqwest":
+        from sluicegate.transports.reqwest import ReqwestTransport
+
+        return ReqwestTransport(policy=policy, max_body=settings.max_response_bytes)
     from sluicegate.transports.aiohttp import AiohttpTransport
 
     return AiohttpTransport(policy=policy, max_body=settings.max_response_bytes)

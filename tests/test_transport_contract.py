@@ -1,13 +1,19 @@
-"""The aiohttp transport against real HTTP servers on loopback."""
+"""The transport contract, against real HTTP servers on loopback, for every transport.
+
+Each test runs on the aiohttp transport and on the pyreqwest one (``kind``). Where
+pyreqwest lacks a hook the contract needs, the test is marked ``xfail(strict=True)`` for it
+with the reason, so that the gap stays visible and a pyreqwest that closes it fails the mark.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
 from aiohttp import web
@@ -17,8 +23,9 @@ from tests.loopback import free_port
 from sluicegate.egress import EgressPolicy
 from sluicegate.errors import EgressBlocked, TransportError
 from sluicegate.settings import Settings
-from sluicegate.transport import Request, Response
+from sluicegate.transport import Request, Response, Transport
 from sluicegate.transports.aiohttp import AiohttpTransport
+from sluicegate.transports.reqwest import ReqwestTransport
 
 MAX_BODY = 1024
 LOOPBACK = Settings(allow_loopback=True)
@@ -88,17 +95,51 @@ async def server() -> AsyncIterator[TestServer]:
     await test_server.close()
 
 
-@asynccontextmanager
-async def make_transport(settings: Settings) -> AsyncIterator[AiohttpTransport]:
-    transport = AiohttpTransport(policy=EgressPolicy(settings), max_body=MAX_BODY)
-    try:
-        yield transport
-    finally:
-        await transport.aclose()
+MakeTransport = Callable[[Settings], AbstractAsyncContextManager[Transport]]
+KINDS: dict[str, type[AiohttpTransport | ReqwestTransport]] = {
+    "aiohttp": AiohttpTransport,
+    "reqwest": ReqwestTransport,
+}
+#: Where pyreqwest cannot meet the contract; each is explained in docs/engine.md.
+GAPS = {
+    "nothing_said": "pyreqwest has no hook for a ready connection: start() comes before connecting",
+    "cancel": "pyreqwest detaches a cancelled request instead of aborting it",
+}
+
+
+def gap(request: pytest.FixtureRequest, kind: str, name: str, *, run: bool = True) -> None:
+    """Mark the running test as a known gap of the ``reqwest`` transport. ``run=False``
+    where running it would only wait for its own bound to fail."""
+    if kind != "reqwest":
+        return
+    if not run:
+        pytest.xfail(GAPS[name])
+    request.applymarker(pytest.mark.xfail(strict=True, reason=GAPS[name]))
+
+
+@pytest.fixture(params=sorted(KINDS))
+def kind(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
 
 
 @pytest.fixture
-async def transport() -> AsyncIterator[AiohttpTransport]:
+def make_transport(kind: str) -> MakeTransport:
+    """Opens a transport of the test's kind on the given settings."""
+
+    @asynccontextmanager
+    async def made(settings: Settings) -> AsyncIterator[Transport]:
+        transport = KINDS[kind](policy=EgressPolicy(settings), max_body=MAX_BODY)
+        try:
+            yield transport
+        finally:
+            await transport.aclose()
+
+    return made
+
+
+@pytest.fixture
+async def transport(make_transport: MakeTransport) -> AsyncIterator[Transport]:
     async with make_transport(LOOPBACK) as made:
         yield made
 
@@ -131,7 +172,7 @@ class Recorder:
         self.said.append("done")
 
 
-async def send(transport: AiohttpTransport, request: Request) -> Response:
+async def send(transport: Transport, request: Request) -> Response:
     return await transport.send(request, Recorder())
 
 
@@ -139,7 +180,7 @@ def url(server: TestServer, path: str) -> str:
     return str(server.make_url(path))
 
 
-async def test_ok_response(server: TestServer, transport: AiohttpTransport) -> None:
+async def test_ok_response(server: TestServer, transport: Transport) -> None:
     """A 200 comes back with its body and headers, repeated headers joined."""
     got = await send(transport, get(url(server, "/ok")))
     expected = (200, b"hello", "yes", "1, 2", False)
@@ -149,7 +190,7 @@ async def test_ok_response(server: TestServer, transport: AiohttpTransport) -> N
 
 @pytest.mark.parametrize("code", [200, 404, 500, 503])
 async def test_any_status_is_a_response(
-    server: TestServer, transport: AiohttpTransport, code: int
+    server: TestServer, transport: Transport, code: int
 ) -> None:
     """Every status is returned as a response, never raised; gzip bodies arrive decompressed."""
     response = await send(transport, get(url(server, f"/status/{code}")))
@@ -163,7 +204,7 @@ async def test_any_status_is_a_response(
      (MAX_BODY + 1, (MAX_BODY, True)), (50_000, (MAX_BODY, True))],
 )  # fmt: skip
 async def test_body_cap(
-    server: TestServer, transport: AiohttpTransport, size: int, expected: tuple[int, bool]
+    server: TestServer, transport: Transport, size: int, expected: tuple[int, bool]
 ) -> None:
     """The body is cut at max_body, and truncated says so only when bytes were dropped."""
     response = await send(transport, get(url(server, f"/sized/{size}")))
@@ -175,7 +216,7 @@ async def test_body_cap(
     [(True, "connection reset by peer"),
      (False, "server closed the connection without a response")],
 )  # fmt: skip
-async def test_hang_up(transport: AiohttpTransport, reset: bool, expected: str) -> None:
+async def test_hang_up(transport: Transport, reset: bool, expected: str) -> None:
     """A server that resets or closes the connection instead of answering: TransportError."""
 
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -191,7 +232,7 @@ async def test_hang_up(transport: AiohttpTransport, reset: bool, expected: str) 
     assert (TransportError, expected) == (type(caught.value), str(caught.value))
 
 
-async def test_connection_refused(transport: AiohttpTransport) -> None:
+async def test_connection_refused(transport: Transport) -> None:
     """Nothing listening on the port makes a TransportError naming host and port."""
     port = free_port()
     with pytest.raises(TransportError) as caught:
@@ -201,7 +242,7 @@ async def test_connection_refused(transport: AiohttpTransport) -> None:
 
 
 async def test_a_redirect_is_returned_not_followed(
-    server: TestServer, transport: AiohttpTransport
+    server: TestServer, transport: Transport
 ) -> None:
     """A 3xx comes back as a response with its Location; the transport sends one request
     (following it, with a slot of its own, is the engine's business)."""
@@ -213,7 +254,7 @@ async def test_a_redirect_is_returned_not_followed(
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_sending_is_told_when_the_request_leaves(
-    server: TestServer, transport: AiohttpTransport, method: str
+    server: TestServer, transport: Transport, method: str
 ) -> None:
     """With or without a body, the transport says ``start`` before writing and ``done``
     after, once each."""
@@ -223,8 +264,11 @@ async def test_sending_is_told_when_the_request_leaves(
     assert ["start", "done"] == recorder.said
 
 
-async def test_nothing_is_said_when_no_connection_was_made(transport: AiohttpTransport) -> None:
+async def test_nothing_is_said_when_no_connection_was_made(
+    transport: Transport, request: pytest.FixtureRequest, kind: str
+) -> None:
     """A request that could not connect never started to leave."""
+    gap(request, kind, "nothing_said")
     recorder = Recorder()
     with pytest.raises(TransportError):
         await transport.send(get(f"http://127.0.0.1:{free_port()}/"), recorder)
@@ -232,7 +276,7 @@ async def test_nothing_is_said_when_no_connection_was_made(transport: AiohttpTra
 
 
 async def test_no_hidden_resend_when_a_reused_connection_drops(
-    transport: AiohttpTransport,
+    transport: Transport,
 ) -> None:
     """aiohttp re-sends an idempotent request once when a kept-alive connection drops; the
     transport does not: a GET on a connection the server closed fails, and the server sees
@@ -259,7 +303,9 @@ async def test_no_hidden_resend_when_a_reused_connection_drops(
     assert (200, 2) == (first.status, requests)
 
 
-async def test_loopback_without_loopback_mode(server: TestServer) -> None:
+async def test_loopback_without_loopback_mode(
+    server: TestServer, make_transport: MakeTransport
+) -> None:
     """Without loopback mode: port refused, then the address, unless the host is allowed."""
     port = server.port
     assert port is not None
@@ -288,8 +334,11 @@ async def test_loopback_without_loopback_mode(server: TestServer) -> None:
     assert expected == (response.status, server.app[HITS])
 
 
-async def test_cancellation(transport: AiohttpTransport) -> None:
+async def test_cancellation(
+    transport: Transport, request: pytest.FixtureRequest, kind: str
+) -> None:
     """Cancelling a send raises only CancelledError and closes the connection."""
+    gap(request, kind, "cancel", run=False)
     received = asyncio.Event()
     disconnected = asyncio.Event()
 
@@ -312,9 +361,61 @@ async def test_cancellation(transport: AiohttpTransport) -> None:
     assert task.cancelled()
 
 
+async def test_connects_only_to_checked_addresses(
+    make_transport: MakeTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name resolving to a refused and an allowed address is reached at the allowed one
+    only, and keeps its name in the Host header. The name is known to this test's resolver
+    alone, so a client resolving it a second time, unchecked, could not reach it at all."""
+    seen: list[tuple[str, str]] = []
+
+    def recording(address: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            seen.append((address, request.host))
+            return web.Response(text=address)
+
+        return handle
+
+    runners = []
+    port = 0
+    for address in ("127.0.0.1", "127.0.0.2"):  # the same port on both
+        app = web.Application()
+        app.router.add_route("*", "/", recording(address))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, address, port).start()
+        port = runner.addresses[0][1]
+        runners.append(runner)
+    loop = asyncio.get_running_loop()
+
+    async def resolve(host: str, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        assert "checked.sluicegate.test" == host
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in ADDRESSES]
+
+    monkeypatch.setattr(loop, "getaddrinfo", resolve)
+    only_one = Settings(
+        allowed_ports=frozenset({port}), allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),)
+    )
+    try:
+        async with make_transport(only_one) as transport:
+            responses = [
+                await send(transport, get(f"http://checked.sluicegate.test:{port}/"))
+                for _ in range(2)
+            ]
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+    host = f"checked.sluicegate.test:{port}"
+    assert [b"127.0.0.1"] * 2 == [r.body for r in responses]
+    assert [("127.0.0.1", host)] * 2 == seen
+
+
+ADDRESSES = ("127.0.0.2", "127.0.0.1")  # the refused one first
+
+
 @pytest.mark.parametrize(("method", "headers"), [("GET", {"X-A": "b\r\nX-B: c"}), ("GE T", {})])
 async def test_unwritable_request(
-    server: TestServer, transport: AiohttpTransport, method: str, headers: dict[str, str]
+    server: TestServer, transport: Transport, method: str, headers: dict[str, str]
 ) -> None:
     """A request aiohttp will not write (header injection, bad method) is a TransportError."""
     with pytest.raises(TransportError) as caught:
