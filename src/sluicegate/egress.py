@@ -24,6 +24,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 from sluicegate.call import DEFAULT_PORTS
@@ -171,6 +174,33 @@ class EgressPolicy:
         return any(
             ip in net or (embedded is not None and embedded in net) for net in self._networks
         )
+
+
+U = TypeVar("U")
+
+
+class CheckedUrls(Generic[U]):
+    """URLs as an HTTP client will request them (parsed by its own ``parse``), each with
+    the policy's verdict: the policy must judge the host the client connects to. Both are
+    kept per URL string (URLs are immutable, the policy fixed), since journeys call the
+    same URLs over and over; at most ``size``, the oldest dropped first."""
+
+    def __init__(self, policy: EgressPolicy, parse: Callable[[str], U], size: int) -> None:
+        self._policy = policy
+        self._parse = parse
+        self._size = size
+        self._found: OrderedDict[str, tuple[U, str | None]] = OrderedDict()
+
+    def get(self, raw: str) -> tuple[U, str | None]:
+        """``raw`` parsed, and the reason the policy refuses it (None: allowed). Raises
+        ValueError when the client cannot parse it."""
+        found = self._found.get(raw)
+        if found is None:
+            url = self._parse(raw)
+            if len(self._found) >= self._size:
+                self._found.popitem(last=False)
+            found = self._found[raw] = (url, self._policy.check_url(str(url)))
+        return found
 
 
 def _normalize_host(host: str) -> str:

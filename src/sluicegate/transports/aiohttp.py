@@ -17,7 +17,6 @@ import asyncio
 import errno
 import os
 import socket
-from collections import OrderedDict
 from contextvars import ContextVar
 
 import aiohttp
@@ -26,7 +25,7 @@ from aiohttp.connector import Connection
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from sluicegate.egress import EgressPolicy
+from sluicegate.egress import CheckedUrls, EgressPolicy
 from sluicegate.errors import EgressBlocked, TransportError
 from sluicegate.transport import Request, Response, Sending
 
@@ -129,7 +128,7 @@ class AiohttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self._resolver: _CheckingResolver | None = None
         self._closed = False
-        self._urls: OrderedDict[str, tuple[URL, str | None]] = OrderedDict()
+        self._urls = CheckedUrls(policy, URL, URL_CACHE_SIZE)
 
     async def send(self, request: Request, sending: Sending) -> Response:
         """Send one request; a 3xx comes back as a response like any other status."""
@@ -153,22 +152,11 @@ class AiohttpTransport:
             _SENDING.reset(token)
 
     def _parse(self, raw: str) -> tuple[URL, str | None]:
-        """The URL as aiohttp will request it, and the policy's verdict on it.
-
-        Requested as parsed here, because the policy must judge the host aiohttp connects
-        to. Both are kept per URL string (URLs are immutable, the policy fixed), since
-        journeys call the same URLs over and over; the cache is bounded.
-        """
-        found = self._urls.get(raw)
-        if found is None:
-            try:
-                url = URL(raw)
-            except ValueError as exc:
-                raise EgressBlocked(f"malformed url: {exc}") from exc
-            if len(self._urls) >= URL_CACHE_SIZE:
-                self._urls.popitem(last=False)
-            found = self._urls[raw] = (url, self._policy.check_url(str(url)))
-        return found
+        """The URL as aiohttp will request it, and the policy's verdict on it (cached)."""
+        try:
+            return self._urls.get(raw)
+        except ValueError as exc:
+            raise EgressBlocked(f"malformed url: {exc}") from exc
 
     async def aclose(self) -> None:
         """Close the pooled connections; :meth:`send` refuses to run afterwards."""

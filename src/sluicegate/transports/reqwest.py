@@ -39,7 +39,7 @@ from pyreqwest.http import HeaderMap, Url
 from pyreqwest.response import Response as RqResponse
 
 from sluicegate.call import MAX_TIMEOUT_SECONDS
-from sluicegate.egress import EgressPolicy
+from sluicegate.egress import CheckedUrls, EgressPolicy
 from sluicegate.errors import EgressBlocked, TransportError
 from sluicegate.transport import Request, Response, Sending
 
@@ -72,7 +72,7 @@ class ReqwestTransport:
         self._max_body = max_body
         self._connect_timeout = connect_timeout
         self._closed = False
-        self._urls: OrderedDict[str, tuple[Url, str | None]] = OrderedDict()
+        self._urls = CheckedUrls(policy, Url, URL_CACHE_SIZE)
         self._addresses: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
         self._clients: OrderedDict[tuple[str, str], Client] = OrderedDict()
 
@@ -119,16 +119,10 @@ class ReqwestTransport:
 
     def _parse(self, raw: str) -> tuple[Url, str | None]:
         """The URL as reqwest will request it, and the policy's verdict on it (cached)."""
-        found = self._urls.get(raw)
-        if found is None:
-            try:
-                url = Url(raw)
-            except ValueError as exc:
-                raise EgressBlocked(f"malformed url: {exc}") from exc
-            if len(self._urls) >= URL_CACHE_SIZE:
-                self._urls.popitem(last=False)
-            found = self._urls[raw] = (url, self._policy.check_url(str(url)))
-        return found
+        try:
+            return self._urls.get(raw)
+        except ValueError as exc:
+            raise EgressBlocked(f"malformed url: {exc}") from exc
 
     async def _resolve(self, host: str) -> list[str]:
         """The addresses of ``host`` the policy allows, in the resolver's order.
