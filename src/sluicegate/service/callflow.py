@@ -149,7 +149,10 @@ async def _wait(ctx: Context, handles: Iterable[CallHandle], wait: float) -> Non
     clock = ctx.runtime.clock
     try:
         async with clock.deadline(clock.now() + wait):
-            await asyncio.gather(*(h.result() for h in pending), return_exceptions=True)
+            if len(pending) == 1:  # one call: no gathering
+                await pending[0].result()
+            else:
+                await asyncio.gather(*(h.result() for h in pending), return_exceptions=True)
     except TimeoutError:
         pass
     except asyncio.CancelledError:
