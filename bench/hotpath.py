@@ -9,7 +9,9 @@ the result and the counters).
 :func:`profile` runs the library against the loopback server under cProfile and prints
 the most expensive functions of sluicegate and of the standard library code it calls on
 the hot path (URL parsing, uuid, asyncio timeouts). cProfile inflates small functions,
-so read its figures as shares, not as microseconds.
+so read its figures as shares, not as microseconds. For figures that hold on a busy
+machine, count instructions instead: ``bench/callgrind.py`` (valgrind) runs this mock
+path and the loopback one.
 """
 
 from __future__ import annotations

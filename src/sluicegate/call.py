@@ -12,6 +12,7 @@ from typing import NamedTuple, NotRequired, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 from sluicegate.errors import InvalidCall
+from sluicegate.values import maker
 
 #: The schemes a call may use, and the port each implies when the URL names none.
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -22,6 +23,7 @@ DEFAULT_TIMEOUT_SECONDS = 30
 #: ``OPTION`` is how Adobe's API spells it; both spellings mean the HTTP method OPTIONS.
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 METHOD_ALIASES = {"OPTION": "OPTIONS"}
+_NUMBERS = (int, float)  # a tuple: ``int | float`` would build a union on every call
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -75,9 +77,12 @@ class Call:
     def build(cls, **args: Unpack[CallArgs]) -> Call:
         """Validate the parts of a call; raise :class:`InvalidCall` with a clear message."""
         org, sandbox, journey = args["org"], args["sandbox"], args["journey"]
-        for name, value in (("org", org), ("sandbox", sandbox), ("journey", journey)):
-            if not isinstance(value, str) or not value:
-                raise InvalidCall("INVALID_CALL", f"{name} must be a non-empty string")
+        # The usual call passes at once; the loop below names the part that did not.
+        if not (type(org) is str and org and type(sandbox) is str and sandbox
+                and type(journey) is str and journey):  # fmt: skip
+            for name, value in (("org", org), ("sandbox", sandbox), ("journey", journey)):
+                if not isinstance(value, str) or not value:
+                    raise InvalidCall("INVALID_CALL", f"{name} must be a non-empty string")
         service = args["service"]
         kind = _SERVICES.get(service) if isinstance(service, str) else None
         if kind is None:
@@ -90,7 +95,7 @@ class Call:
         timeout = DEFAULT_TIMEOUT_SECONDS if timeout_seconds is None else timeout_seconds
         if (
             isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
+            or not isinstance(timeout, _NUMBERS)
             or not MIN_TIMEOUT_SECONDS <= timeout <= MAX_TIMEOUT_SECONDS
         ):
             raise InvalidCall(
@@ -98,21 +103,23 @@ class Call:
                 f"timeoutSeconds must be between {MIN_TIMEOUT_SECONDS} and "
                 f"{MAX_TIMEOUT_SECONDS}, not {timeout_seconds!r}",
             )
-        headers = args.get("headers") or {}
-        check_headers(headers)
+        headers = args.get("headers")
+        if headers:
+            check_headers(headers)
+            headers = dict(headers)
         body = args.get("body")
         payload = body.encode() if isinstance(body, str) else (body or b"")
-        return cls(
-            org=org,
-            sandbox=sandbox,
-            journey=journey,
-            service=kind,
-            method=normalize_method(args["method"]),
-            url=url,
-            headers=dict(headers),
-            body=payload,
-            timeout_seconds=float(timeout),
-        )
+        method = normalize_method(args["method"])
+        if cls is not Call:  # a subclass: its own constructor
+            return cls(org=org, sandbox=sandbox, journey=journey, service=kind, method=method,
+                       url=url, headers=headers or {}, body=payload,
+                       timeout_seconds=float(timeout))  # fmt: skip
+        # Positional, in field order (see sluicegate.values): one Call per call made.
+        return _make_call(org, sandbox, journey, kind, method, url, headers or {}, payload,
+                          float(timeout))  # fmt: skip
+
+
+_make_call = maker(Call)
 
 
 class CallArgs(TypedDict):

@@ -6,8 +6,8 @@ leads to. Every one of those requests goes through the same slot step
 first (the first attempt's comes from the queue or the admission that let the call in;
 any other waits ahead of the queue's first attempts), then capping, where no slot ends the
 call ``capped``; then a connection, then the send. The slots count from the moment the
-request left (:class:`_Watch`); a request that never left gives them back, and is no
-attempt when the egress policy refused it before it could leave.
+request left (:class:`~sluicegate.progress.Watch`); a request that never left gives them
+back, and is no attempt when the egress policy refused it before it could leave.
 
 The order of a retry is: wait (schedule or ``Retry-After``), then the slot step. One
 deadline, the budget's, covers all of it: whatever is running when it passes (a request,
@@ -19,8 +19,9 @@ so the external system can drop the duplicates at-least-once delivery allows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from sluicegate.budget import Budget
 from sluicegate.call import Call
@@ -29,72 +30,20 @@ from sluicegate.egress import EgressPolicy
 from sluicegate.errors import EgressBlocked, StorageError, TransportError
 from sluicegate.matching import Resolution
 from sluicegate.outcomes import INTERRUPTED, AttemptError, CallResult, ErrorKind, Outcome
+from sluicegate.progress import Progress, Watch
 from sluicegate.redirects import REDIRECTS, next_hop
 from sluicegate.retry import RetryPolicy, is_retryable_status
-from sluicegate.storage import ConnectionStore, Grant, SlotStore, Wait
+from sluicegate.storage import ConnectionStore, Grant, LocalSlotStore, SlotStore, Wait
 from sluicegate.throttle import Throttling
 from sluicegate.transport import Request, Response, Transport
+from sluicegate.values import maker
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Answers whose ``Retry-After`` pauses the endpoint for every call, on every instance.
 PAUSING_STATUSES = frozenset({429, 503})
-
-
-@dataclass(slots=True)
-class _Progress:
-    """What one call has done so far; turned into the frozen result at the end."""
-
-    held: Grant | None  # the first attempt's throttling slot, until a request takes it
-    stored: bool = False  # from a queue: without a capping decision, it goes back there
-    attempts: int = 0
-    retries: int = 0
-    retrying: bool = False  # a retry is due: its first request that leaves makes it one
-    slots: int = 0
-    waiting: bool = False
-    error: AttemptError | None = None
-    origin: AttemptError | None = None
-    response: Response | None = None
-
-    def failed(self, error: AttemptError) -> None:
-        self.origin, self.error = self.error, error
-
-
-@dataclass(slots=True)
-class _Watch:
-    """The :class:`~sluicegate.transport.Sending` of one request: the slots it holds
-    count from the moment it left."""
-
-    store: SlotStore
-    clock: Clock
-    grants: list[Grant] = field(default_factory=list)
-    started: bool = False
-    sent: bool = False
-
-    async def start(self) -> None:
-        if self.started:  # a transport must never send a request twice on one slot
-            raise TransportError("the transport tried to send the request a second time")
-        for grant in self.grants:
-            if grant.ticket:  # ticket 0: nothing to record
-                await self.store.recorded(grant)
-        self.started = True  # from here on, bytes may leave
-
-    def done(self) -> None:
-        if self.started and not self.sent:
-            self.sent = True
-            sent_ms = int(self.clock.now() * 1000)
-            for grant in self.grants:
-                self.store.sent(grant, sent_ms)
-
-    def settle(self) -> int:
-        """Stamp the slots of a request that started leaving (late is safe: the slot is
-        held longer), give back those of one that never did; the number kept."""
-        if not self.started:
-            for grant in self.grants:
-                self.store.release(grant)
-            return 0
-        if not self.sent:
-            self.done()
-        return len(self.grants)
+# Positional constructors, in field order (see sluicegate.values): one of each per call.
+_make_request = maker(Request)
+_make_result = maker(CallResult)
 
 
 class Executor:
@@ -122,6 +71,7 @@ class Executor:
         self._retry = retry
         self._resolve = resolve
         self._max_redirects = max_redirects
+        self._acquire_now = slots.acquire_now if isinstance(slots, LocalSlotStore) else None
 
     async def run(
         self,
@@ -131,29 +81,42 @@ class Executor:
         call_id: str,
         grant: Grant | None,
         queued_ms: float = 0.0,
-        interrupted: Callable[[CallResult], object] | None = None,
+        interrupted: Callable[[Call, CallResult], object] | None = None,
         stored: bool = False,
     ) -> CallResult:
         """Run ``call``; ``grant`` is its first attempt's throttling slot, if it needs one.
 
         A call cancelled while running (its caller gave up, or the engine is stopping) is
-        handed to ``interrupted`` as a ``network_error``, since nobody can tell whether the
-        external system received it; the cancellation then goes on. A ``stored`` call (from
-        a queue) whose first request gets no capping decision (a shared store unavailable)
-        raises :class:`~sluicegate.errors.StorageError`: it has not started, and goes back
-        to its queue.
+        handed to ``interrupted`` (with the call) as a ``network_error``, since nobody can
+        tell whether the external system received it; the cancellation then goes on. A
+        ``stored`` call (from a queue) whose first request gets no capping decision (a
+        shared store unavailable) raises :class:`~sluicegate.errors.StorageError`: it has
+        not started, and goes back to its queue.
         """
         budget = Budget.start(self._clock, call.timeout_seconds)
-        progress = _Progress(held=grant, stored=stored)
-        headers = call.headers
-        if not headers:
-            headers = {IDEMPOTENCY_HEADER: call_id}
-        elif not any(name.lower() == "idempotency-key" for name in headers):  # theirs wins
-            headers = {**headers, IDEMPOTENCY_HEADER: call_id}
-        request = Request(method=call.method, url=call.url, headers=headers, body=call.body)
+        progress = Progress(grant, stored)
+        request = _make_request(call.method, call.url, _with_key(call.headers, call_id), call.body)
         try:
             async with self._clock.deadline(budget.deadline):
-                outcome = await self._attempts(call, request, resolution, budget, progress)
+                # The attempts are this loop rather than a coroutine of their own: a call
+                # that needs no retry then runs through one coroutine less.
+                while True:
+                    answer = await self._request(request, resolution, progress)
+                    if isinstance(answer, Response) and answer.status in REDIRECTS:
+                        answer = await self._redirected(call, request, answer, progress)
+                    failure = _judge(answer, progress) if isinstance(answer, Response) else answer
+                    if isinstance(failure, Outcome):
+                        outcome = failure
+                        break
+                    wait = self._retry_wait(failure, resolution, budget, progress)
+                    if isinstance(wait, Outcome):
+                        outcome = wait
+                        break
+                    if wait > 0:
+                        progress.waiting = True
+                        await self._clock.sleep(wait)
+                        progress.waiting = False
+                    progress.retrying = True
         except TimeoutError:
             if progress.waiting:
                 progress.failed(_timeout("the budget ended while waiting to retry or for a slot"))
@@ -163,52 +126,48 @@ class Executor:
         except asyncio.CancelledError:
             if interrupted is not None:
                 progress.failed(AttemptError(kind=ErrorKind.NETWORK, message=INTERRUPTED))
-                interrupted(_result(call_id, Outcome.NETWORK_ERROR, progress, budget,
-                                    resolution, queued_ms))  # fmt: skip
+                interrupted(call, _result(call_id, Outcome.NETWORK_ERROR, progress, budget,
+                                          resolution, queued_ms))  # fmt: skip
             raise
         finally:
             if progress.held is not None:  # never reached a request
                 self._slots.release(progress.held)
         return _result(call_id, outcome, progress, budget, resolution, queued_ms)
 
-    async def _attempts(
-        self,
-        call: Call,
-        request: Request,
-        resolution: Resolution,
-        budget: Budget,
-        progress: _Progress,
-    ) -> Outcome:
-        """Attempts and retries until an outcome (the caller enforces the deadline)."""
-        while True:
-            answer = await self._request(request, resolution, progress)
-            if isinstance(answer, Response) and answer.status in REDIRECTS:
-                answer = await self._redirected(call, request, answer, progress)
-            failure = _judge(answer, progress) if isinstance(answer, Response) else answer
-            if isinstance(failure, Outcome):
-                return failure
-            last = Outcome.NETWORK_ERROR if failure.status is None else Outcome.HTTP_ERROR
-            if progress.retries >= self._retry.max_retries:
+    def _retry_wait(
+        self, failure: AttemptError, resolution: Resolution, budget: Budget, progress: Progress
+    ) -> float | Outcome:
+        """The seconds to wait before retrying after ``failure``, or the call's outcome
+        when no retry follows (none left, or none that fits the budget)."""
+        last = Outcome.NETWORK_ERROR if failure.status is None else Outcome.HTTP_ERROR
+        if progress.retries >= self._retry.max_retries:
+            return last
+        headers = None
+        if failure.status is not None and progress.response is not None:
+            headers = progress.response.headers
+        wait = self._retry.wait(progress.retries, headers, self._clock.now())
+        if wait.asked_by_server and failure.status in PAUSING_STATUSES:
+            self._slots.pause(resolution.capping, int(wait.seconds * 1000), self._now_ms())
+        if not budget.fits(wait.seconds):
+            if wait.asked_by_server:
                 return last
-            headers = None
-            if failure.status is not None and progress.response is not None:
-                headers = progress.response.headers
-            wait = self._retry.wait(progress.retries, headers, self._clock.now())
-            if wait.asked_by_server and failure.status in PAUSING_STATUSES:
-                self._slots.pause(resolution.capping, int(wait.seconds * 1000), self._now_ms())
-            if not budget.fits(wait.seconds):
-                if wait.asked_by_server:
-                    return last
-                progress.failed(_timeout("the budget ends before the next retry"))
-                return Outcome.TIMEDOUT
-            if wait.seconds > 0:
-                progress.waiting = True
-                await self._clock.sleep(wait.seconds)
-                progress.waiting = False
-            progress.retrying = True
+            progress.failed(_timeout("the budget ends before the next retry"))
+            return Outcome.TIMEDOUT
+        return wait.seconds
+
+    def _capping_now(self, resolution: Resolution) -> Grant | Wait | AttemptError | None:
+        """The capping decision of a store that decides in process, without awaiting;
+        ``None`` when it must be awaited (a remote store, or a paused endpoint)."""
+        if self._acquire_now is None:
+            return None
+        try:
+            found = self._acquire_now(resolution.capping, self._now_ms())
+        except StorageError as exc:
+            return _undecided(exc)
+        return None if isinstance(found, Wait) and found.paused else found
 
     async def _capping_slot(
-        self, resolution: Resolution, progress: _Progress
+        self, resolution: Resolution, progress: Progress
     ) -> Grant | Wait | AttemptError:
         """A slot of every capping window of ``resolution``. While the endpoint is paused
         (a ``Retry-After``, seen by any instance), wait inside the budget. A store that
@@ -222,13 +181,13 @@ class Executor:
                 await self._clock.sleep(found.ms / 1000)
                 progress.waiting = False
         except StorageError as exc:
-            return AttemptError(kind=ErrorKind.CAPPED, message=f"no capping decision: {exc}")
+            return _undecided(exc)
 
     def _now_ms(self) -> int:
         return int(self._clock.now() * 1000)
 
     async def _redirected(
-        self, call: Call, request: Request, response: Response, progress: _Progress
+        self, call: Call, request: Request, response: Response, progress: Progress
     ) -> Response | Outcome | AttemptError:
         """Follow the redirects ``response`` leads to, each hop a request with the slots
         of its own URL: the last response, or how a hop ended the attempt."""
@@ -249,10 +208,10 @@ class Executor:
         return response  # the last hop allowed: its 3xx is the answer
 
     async def _request(
-        self, request: Request, resolution: Resolution, progress: _Progress
+        self, request: Request, resolution: Resolution, progress: Progress
     ) -> Response | Outcome | AttemptError:
         """The slot step and one request: its response, or how it failed."""
-        watch = _Watch(self._slots, self._clock)
+        watch = Watch(self._slots, self._clock)
         throttled = progress.held  # the throttling slot, if any
         progress.response = None  # the result carries the last request's response, if any
         try:
@@ -265,7 +224,9 @@ class Executor:
                 watch.grants.append(throttled)
                 progress.waiting = False
             if resolution.capping:
-                found = await self._capping_slot(resolution, progress)
+                found = self._capping_now(resolution)
+                if found is None:
+                    found = await self._capping_slot(resolution, progress)
                 if isinstance(found, AttemptError):
                     if progress.stored and not progress.attempts:
                         raise StorageError(found.message)  # the gate puts it back
@@ -311,15 +272,35 @@ class Executor:
                 self._throttling.freed(throttled)
 
 
-def _judge(response: Response, progress: _Progress) -> Outcome | AttemptError:
+def _judge(response: Response, progress: Progress) -> Outcome | AttemptError:
     """The outcome of a final response, or its error when a retry may fix it."""
     if response.ok:
         progress.origin, progress.error = progress.error, None
         return Outcome.SUCCESS
     status = response.status
-    error = AttemptError(kind=ErrorKind.HTTP, message=f"HTTP {status}", status=status)
+    error = _http_error(status)
     progress.failed(error)
     return error if is_retryable_status(status) else Outcome.HTTP_ERROR
+
+
+def _with_key(headers: Mapping[str, str], call_id: str) -> Mapping[str, str]:
+    """The call's headers with its ``Idempotency-Key`` (the call's own, if it sets one)."""
+    if not headers:
+        return {IDEMPOTENCY_HEADER: call_id}
+    if any(name.lower() == "idempotency-key" for name in headers):  # theirs wins
+        return headers
+    return {**headers, IDEMPOTENCY_HEADER: call_id}
+
+
+@functools.lru_cache(maxsize=128)
+def _http_error(status: int) -> AttemptError:
+    """The error of an attempt answered ``status``: a value, so one per status serves
+    every attempt (a failing endpoint fails the same way many times a second)."""
+    return AttemptError(kind=ErrorKind.HTTP, message=f"HTTP {status}", status=status)
+
+
+def _undecided(exc: StorageError) -> AttemptError:
+    return AttemptError(kind=ErrorKind.CAPPED, message=f"no capping decision: {exc}")
 
 
 def _timeout(message: str) -> AttemptError:
@@ -329,21 +310,13 @@ def _timeout(message: str) -> AttemptError:
 def _result(
     call_id: str,
     outcome: Outcome,
-    progress: _Progress,
+    progress: Progress,
     budget: Budget,
     resolution: Resolution,
     queued_ms: float,
 ) -> CallResult:
-    return CallResult(
-        call_id=call_id,
-        outcome=outcome,
-        attempts=progress.attempts,
-        retries=progress.retries,
-        slots=progress.slots,
-        queued_ms=queued_ms,
-        execution_ms=budget.elapsed_ms(),
-        endpoint=resolution.endpoint,
-        error=progress.error,
-        origin_error=progress.origin,
-        response=progress.response,
-    )
+    return _make_result(
+        call_id, outcome, progress.attempts, progress.retries, progress.slots, queued_ms,
+        budget.elapsed_ms(), resolution.endpoint, progress.error, progress.origin,
+        progress.response,
+    )  # fmt: skip

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from functools import partial
@@ -24,7 +23,7 @@ from sluicegate.configs import RuleBook
 from sluicegate.egress import EgressPolicy
 from sluicegate.errors import StorageError
 from sluicegate.executor import Executor
-from sluicegate.handle import CallHandle, CallState
+from sluicegate.handle import CallHandle, CallState, Waiters
 from sluicegate.matching import Resolution, throttle_key, throttle_owner
 from sluicegate.outcomes import AttemptError, CallResult, ErrorKind, Outcome
 from sluicegate.records import ConfigKind, ConfigRecord
@@ -78,8 +77,7 @@ class Gate:
             max_redirects=settings.max_redirects,
         )  # fmt: skip
         self._running: dict[str, asyncio.Task[object]] = {}
-        # Futures of calls someone waits for, held weakly: a dropped handle frees its own.
-        self._waiters: dict[str, weakref.ref[asyncio.Future[CallResult]]] = {}
+        self._waiters = Waiters()  # held weakly: a dropped handle frees its own
         self._closing = False
         rules.on_change(self._rule_changed)
 
@@ -144,11 +142,14 @@ class Gate:
             return resolution
         grant = None
         if resolution.throttle is not None:
-            future = self._future(call_id)  # before it can be queued, dispatched and end
+            future = self._waiters.future(call_id)  # before it is queued, dispatched, ended
             grant = await self._throttling.admit(call_id, call, resolution.throttle)
             if grant is None:
                 return await self._queued(future, call_id)
-        return await self._run(call, call_id, resolution, grant)
+        # What _run does, inline: a call that runs at once goes through one coroutine less.
+        result = await self._executor.run(call, resolution, call_id=call_id, grant=grant,
+                                          interrupted=self._report)  # fmt: skip
+        return self._report(call, result)
 
     @overload
     async def submit(self, call: Call, /, *, call_id: str | None = None) -> CallHandle: ...
@@ -167,7 +168,7 @@ class Gate:
         """
         call = call if call is not None else Call.build(**args)
         call_id = call_id or new_call_id(self._clock.now())
-        future = self._future(call_id)
+        future = self._waiters.future(call_id)
         resolution = self._door(call, call_id)
         queued = False
         if not isinstance(resolution, CallResult):
@@ -177,12 +178,13 @@ class Gate:
                 queued = grant is None
             if not queued:
                 self._spawn(call_id, self._run(call, call_id, resolution, grant))
-        return CallHandle(call_id, future, queued=queued, running=self.running)
+        return CallHandle(call_id, future, queued=queued, running=self._running)
 
     def watch(self, call_id: str) -> CallHandle:
         """A handle on a call submitted earlier (here, or before a restart) that may still
         be queued or running: its result arrives if the call ends while it is held."""
-        return CallHandle(call_id, self._future(call_id), queued=True, running=self.running)
+        future = self._waiters.future(call_id)
+        return CallHandle(call_id, future, queued=True, running=self._running)
 
     def running(self, call_id: str) -> bool:
         """Whether the call ``call_id`` runs in the background of this gate right now."""
@@ -233,7 +235,7 @@ class Gate:
     ) -> CallResult:
         """Run a call let in, and report it."""
         result = await self._executor.run(call, resolution, call_id=call_id, grant=grant,
-                                          interrupted=partial(self._report, call))  # fmt: skip
+                                          interrupted=self._report)  # fmt: skip
         return self._report(call, result)
 
     async def _run_stored(self, item: QueuedCall, grant: Grant) -> None:
@@ -284,7 +286,7 @@ class Gate:
         error = None if task.cancelled() else task.exception()
         if error is None and not task.cancelled():
             return  # reported (its waiters were told), or back in its queue (they still wait)
-        future = self._waiting(call_id)
+        future = self._waiters.pop(call_id)
         if future is None or future.done():
             return
         if error is not None:
@@ -292,31 +294,12 @@ class Gate:
         elif task.cancelled():
             future.cancel()
 
-    def _future(self, call_id: str) -> asyncio.Future[CallResult]:
-        """The future of ``call_id``'s result, shared by everyone who waits for it."""
-        ref = self._waiters.get(call_id)
-        future = None if ref is None else ref()
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._waiters[call_id] = weakref.ref(future, partial(self._dropped, call_id))
-        return future
-
-    def _dropped(self, call_id: str, ref: weakref.ref[asyncio.Future[CallResult]]) -> None:
-        """Nobody holds the future of ``call_id`` any more: forget it."""
-        if self._waiters.get(call_id) is ref:
-            del self._waiters[call_id]
-
-    def _waiting(self, call_id: str) -> asyncio.Future[CallResult] | None:
-        """The future of ``call_id`` if someone holds it; it is forgotten either way."""
-        ref = self._waiters.pop(call_id, None)
-        return None if ref is None else ref()
-
     def _report(self, call: Call, result: CallResult) -> CallResult:
         self.counters.record(call, result)
         if self._reporter is not None:
             self._reporter.record(call, result)
         if self._waiters:  # most calls have nobody waiting but their caller
-            future = self._waiting(result.call_id)
+            future = self._waiters.pop(result.call_id)
             if future is not None and not future.done():
                 future.set_result(result)
         return result
@@ -343,10 +326,7 @@ class Gate:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for ref in self._waiters.values():
-            if (future := ref()) is not None and not future.done():
-                future.cancel()
-        self._waiters.clear()
+        self._waiters.cancel()
         await self._transport.aclose()
 
 

@@ -26,6 +26,9 @@ from sluicegate.outcomes import CallResult, Outcome
 #: Upper bounds of the histogram buckets, in milliseconds; the last bucket is unbounded.
 BOUNDS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000,
              300_000, 3_600_000, 21_600_000)  # fmt: skip
+#: The same as floats, for the search: times are floats, and a float compares with a float
+#: twice as fast as with an int (every call is counted in two histograms).
+_FLOAT_BOUNDS = tuple(float(bound) for bound in BOUNDS_MS)
 
 
 class Reporter(Protocol):
@@ -50,7 +53,7 @@ class Histogram:
     total: int = 0
 
     def add(self, value_ms: float) -> None:
-        self.counts[bisect.bisect_left(BOUNDS_MS, value_ms)] += 1
+        self.counts[bisect.bisect_left(_FLOAT_BOUNDS, value_ms)] += 1
         self.total += 1
 
     def merge(self, other: Histogram) -> None:
@@ -174,7 +177,8 @@ class Counters:
                 for (o, s, j, v, e, x), row in self._rows.items()}  # fmt: skip
 
     def record(self, call: Call, result: CallResult) -> None:
-        key = (call.org, call.sandbox, call.journey, call.service.value, result.endpoint,
+        # ``_value_``, not ``value``: an enum's ``value`` is a Python-level property.
+        key = (call.org, call.sandbox, call.journey, call.service._value_, result.endpoint,
                result.outcome)  # fmt: skip
         tally = self._rows.get(key)
         if tally is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from sluicegate.call import Call
 
@@ -84,6 +84,20 @@ class SlotStore(Protocol):
     async def in_use(self, key: str, now_ms: int) -> int:
         """Slots of ``key`` held at ``now_ms`` (reserved, or sent inside the window)."""
         ...
+
+
+@runtime_checkable
+class LocalSlotStore(Protocol):
+    """A :class:`SlotStore` that decides in this process and never waits to decide.
+
+    ``acquire_now`` is :meth:`SlotStore.acquire` without the coroutine: the executor asks
+    it directly, so the usual request (a slot at once) takes no await to get one. The two
+    must decide alike: a store that changes one (a test double, say) changes both.
+    """
+
+    def acquire_now(
+        self, limits: Sequence[Limit], now_ms: int, behind: str | None = None
+    ) -> Grant | Wait: ...
 
 
 class ConnectionStore(Protocol):

@@ -250,6 +250,13 @@ class SqliteSlotStore:
     async def acquire(
         self, limits: Sequence[Limit], now_ms: int, *, behind: str | None = None
     ) -> Grant | Wait:
+        return self.acquire_now(limits, now_ms, behind)
+
+    def acquire_now(
+        self, limits: Sequence[Limit], now_ms: int, behind: str | None = None
+    ) -> Grant | Wait:
+        """:meth:`acquire` without awaiting: decided in memory, the reservation buffered
+        for the next group commit (:meth:`recorded` waits for it)."""
         found = self._windows.acquire_now(limits, now_ms, behind)
         if isinstance(found, Wait):
             return found

@@ -140,7 +140,8 @@ def write_batch(batch: Batch, prune: float | None, conn: Connection) -> dict[str
              a.callback_url, a.idempotency_key, a.created_at) for a in accepted])  # fmt: skip
         conn.executemany(_WHOLE, [
             (a.call_id, a.org, a.sandbox, a.journey, a.callback_url, a.idempotency_key,
-             a.created_at, f.json(), int(a.callback_url is not None)) for a, f in whole])  # fmt: skip
+             a.created_at, f.json(), int(a.callback_url is not None))
+            for a, f in whole])  # fmt: skip
         conn.executemany("UPDATE calls SET state = 'queued' WHERE call_id = ? "
                          "AND state = 'accepted'", [(i,) for i in batch.queued])  # fmt: skip
         conn.executemany(_DONE, [(f.call_id, f.org, f.sandbox, f.journey, f.at, f.json())

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import uvicorn
 
+from sluicegate.collector import tune
 from sluicegate.service.app import create_app
 from sluicegate.service.runtime import Runtime, open_runtime
 from sluicegate.service.tenants import Role
@@ -71,6 +72,7 @@ async def serve(
             say(f"Try a first call:\n\n  {first_call(token, base)}\n")
         data = "shared in Redis and PostgreSQL" if isinstance(where, Shared) else f"in {where}"
         say(f"sluicegate serving on {base} (data {data}); API docs at {base}/docs")
+        tune()  # started, before the traffic: see sluicegate.collector
         await server.serve()
 
 
