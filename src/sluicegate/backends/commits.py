@@ -40,6 +40,7 @@ class GroupCommit:
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._drainer: asyncio.Task[None] | None = None  # None exactly when nothing is pending
         self._closed = False
+        self.failures = 0  # batches that failed so far
 
     def add(self, sql: str, params: tuple[Any, ...]) -> int:
         """Buffer one write; return the number of the batch that will commit it."""
@@ -53,6 +54,10 @@ class GroupCommit:
         else:
             runs.append((sql, [params]))
         return self._open
+
+    def is_over(self, batch: int) -> bool:
+        """Whether batch ``batch`` is over: committed, or failed (see :attr:`failures`)."""
+        return batch <= self._written
 
     async def committed(self, batch: int) -> None:
         """Return once batch ``batch`` is committed.
@@ -84,6 +89,7 @@ class GroupCommit:
                 except Exception as exc:
                     log.error("a batch of %d writes failed: %s", len(runs), exc)
                     error = exc
+                    self.failures += 1
                 self._written = batch
                 for waiter in self._waiters.pop(batch, ()):
                     if waiter.done():  # its writer gave up waiting
