@@ -299,24 +299,21 @@ async def test_reservations_sent_unwritten_before_a_crash_are_held_after_it(
     all that left, although the journal holds one; they are written, so a second restart
     within that period holds the same 3, no more."""
     data_dir = tmp_path / "data"
-    child = subprocess.Popen([sys.executable, "-c", SPARE_CHILD, str(data_dir)],
-                             stdout=subprocess.PIPE, text=True)  # fmt: skip
-    watchdog = threading.Timer(30, child.kill)
-    watchdog.start()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SPARE_CHILD, str(data_dir), stdout=subprocess.PIPE
+    )
     try:
         assert child.stdout is not None
-        said = child.stdout.readline()
+        async with asyncio.timeout(30):
+            said = await child.stdout.readline()
         child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-        said += child.stdout.read()
+        said += await child.stdout.read()
+        await child.wait()
     finally:
-        watchdog.cancel()
-        if child.poll() is None:
+        if child.returncode is None:
             child.kill()
-        child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
-    assert ("SENT\n", -signal.SIGKILL) == (said, child.returncode)
+            await child.wait()
+    assert (b"SENT\n", -signal.SIGKILL) == (said, child.returncode)
 
     backend = await opened(data_dir, now_ms=500)
     try:
