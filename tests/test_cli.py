@@ -34,6 +34,15 @@ def test_keys_create_refuses_an_unknown_role(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr + done.stdout
 
 
+def test_serve_refuses_an_unknown_transport(tmp_path: Path) -> None:
+    """``serve --transport`` names aiohttp or reqwest; anything else is a one-line error
+    and exit code 2 before anything is opened."""
+    done = run("serve", "--data-dir", str(tmp_path / "data"), "--transport", "curl")
+    assert (2, "error: --transport: transport must be 'aiohttp' or 'reqwest'\n") == (
+        done.returncode, done.stderr)  # fmt: skip
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.slow
 async def test_serve_dev_makes_a_key_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     """`serve --dev` on an empty data dir prints an admin key for org demo and a first

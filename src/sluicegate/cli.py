@@ -33,6 +33,13 @@ RedisPrefix = Annotated[
                  help="Starts every Redis key: deployments sharing one Redis use different ones."),
 ]  # fmt: skip
 
+TransportName = Annotated[
+    str,
+    typer.Option("--transport", envvar="SLUICEGATE_TRANSPORT",
+                 help="HTTP client of the calls: aiohttp (default), or reqwest (faster; see "
+                      "docs/engine.md, Transports)."),
+]  # fmt: skip
+
 
 def _storage(data_dir: Path, redis: str | None, postgres: str | None, *, need_redis: bool = True,
              prefix: str = "sg") -> Path | Shared:  # fmt: skip
@@ -68,18 +75,26 @@ def serve(
     redis: RedisUrl = None,
     postgres: PostgresUrl = None,
     redis_prefix: RedisPrefix = "sg",
+    transport: TransportName = "aiohttp",
 ) -> None:
     """Run the HTTP service: the Adobe-compatible configuration API, calls and reports.
 
     Alone, it keeps its data in --data-dir (SQLite). Several instances behind one load
     balancer share --redis and --postgres instead, and enforce one set of rules together."""
-    from sluicegate.errors import StorageError
+    from sluicegate.errors import InvalidInput, StorageError
     from sluicegate.service.server import run
     from sluicegate.service.server import serve as serve_forever
+    from sluicegate.settings import Settings
 
     where = _storage(data_dir, redis, postgres, prefix=redis_prefix)
     try:
-        run(lambda: serve_forever(where=where, host=host, port=port, dev=dev, say=typer.echo))
+        settings = Settings(allow_loopback=dev, transport=transport)  # type: ignore[arg-type]
+    except InvalidInput as exc:
+        typer.echo(f"error: --transport: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        run(lambda: serve_forever(where=where, host=host, port=port, dev=dev,
+                                  settings=settings, say=typer.echo))  # fmt: skip
     except StorageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from None

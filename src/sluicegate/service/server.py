@@ -21,6 +21,7 @@ from sluicegate.collector import tune
 from sluicegate.service.app import create_app
 from sluicegate.service.runtime import Runtime, open_runtime
 from sluicegate.service.tenants import Role
+from sluicegate.settings import Settings
 from sluicegate.wiring import Shared
 
 DEV_ORG = "demo"
@@ -53,9 +54,15 @@ async def dev_key(runtime: Runtime) -> str | None:
 
 
 async def serve(
-    *, where: Path | Shared, host: str, port: int, dev: bool, say: Callable[[str], None]
+    *,
+    where: Path | Shared,
+    host: str,
+    port: int,
+    dev: bool,
+    settings: Settings | None = None,
+    say: Callable[[str], None],
 ) -> None:
-    async with open_runtime(where, dev=dev) as runtime:
+    async with open_runtime(where, dev=dev, settings=settings) as runtime:
         # No proxy-header rewriting: nothing here reads the client's address.
         config = uvicorn.Config(
             create_app(runtime), host=host, port=port, lifespan="off", access_log=False,
