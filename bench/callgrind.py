@@ -26,11 +26,9 @@ valgrind.)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 SHORT, LONG = 500, 2_500
@@ -38,36 +36,23 @@ AIOHTTP_CONCURRENCY = 16
 PATHS = ("mock", "aiohttp", "bare")
 
 
-async def _drive(one: Callable[[], Awaitable[bool]], calls: int, concurrency: int) -> None:
-    remaining = calls
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            if not await one():
-                raise RuntimeError("a call failed")
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
 async def _workload(path: str, calls: int, base: str) -> None:
     from hotpath import MOCK_BASE, _answer
     from sluicegate.settings import Settings
     from sluicegate.testing import MockTransport
-    from throughput import bare, library
+    from throughput import bare, drive_ok, library
 
     settings = Settings(allow_loopback=True)
     if path == "mock":
         opener = library(settings, "/ok", MockTransport(_answer))
         async with opener(MOCK_BASE) as one:
-            await _drive(one, calls, 1)
+            await drive_ok(one, calls, 1)
     elif path == "aiohttp":
         async with library(settings, "/ok")(base) as one:
-            await _drive(one, calls, AIOHTTP_CONCURRENCY)
+            await drive_ok(one, calls, AIOHTTP_CONCURRENCY)
     else:
         async with bare("/ok")(base) as one:
-            await _drive(one, calls, AIOHTTP_CONCURRENCY)
+            await drive_ok(one, calls, AIOHTTP_CONCURRENCY)
 
 
 def _instructions(path: str, calls: int, base: str) -> int:

@@ -184,8 +184,10 @@ def with_tenacity(path: str) -> Opener:
     return open_session
 
 
-async def drive(one: OneCall, calls: int) -> tuple[float, float, int]:
-    """Make ``calls`` calls from CONCURRENCY tasks: wall seconds, CPU seconds, failures."""
+async def drive(
+    one: OneCall, calls: int, concurrency: int = CONCURRENCY
+) -> tuple[float, float, int]:
+    """Make ``calls`` calls from ``concurrency`` tasks: wall seconds, CPU seconds, failures."""
     remaining = calls
     failed = 0
 
@@ -197,8 +199,16 @@ async def drive(one: OneCall, calls: int) -> tuple[float, float, int]:
                 failed += 1
 
     wall, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
     return time.perf_counter() - wall, time.process_time() - cpu, failed
+
+
+async def drive_ok(one: OneCall, calls: int, concurrency: int = CONCURRENCY) -> tuple[float, float]:
+    """:func:`drive` where every call must succeed: wall and CPU seconds."""
+    wall, cpu, failed = await drive(one, calls, concurrency)
+    if failed:
+        raise RuntimeError(f"{failed} of {calls} calls failed")
+    return wall, cpu
 
 
 async def _timed_run(one: OneCall, base: str, calls: int) -> Run:

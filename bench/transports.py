@@ -13,11 +13,9 @@ order, so that drift on a shared machine favours none. CPU is the whole process'
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiohttp
 
@@ -29,13 +27,10 @@ from sluicegate.settings import Settings
 from sluicegate.transport import Request, Unwatched
 from sluicegate.transports.aiohttp import AiohttpTransport
 from sluicegate.transports.reqwest import ReqwestTransport
+from throughput import CONCURRENCY, OneCall, Opener, drive_ok
 
-CONCURRENCY = 64
 BODY = b"{}"
 MAX_BODY = Settings().max_response_bytes
-
-OneCall = Callable[[], Awaitable[bool]]
-Opener = Callable[[str], AbstractAsyncContextManager[OneCall]]
 
 
 def transport(kind: type[AiohttpTransport | ReqwestTransport]) -> Opener:
@@ -76,22 +71,6 @@ CONTENDERS: dict[str, Opener] = {
 }
 
 
-async def drive(one: OneCall, calls: int) -> tuple[float, float]:
-    """``calls`` calls from CONCURRENCY tasks: wall and CPU seconds (all must succeed)."""
-    remaining = calls
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            if not await one():
-                raise RuntimeError("a call failed")
-
-    wall, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 async def measure(base: str, calls: int, repeats: int) -> dict[str, list[tuple[float, float]]]:
     names = list(CONTENDERS)
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
@@ -102,11 +81,11 @@ async def measure(base: str, calls: int, repeats: int) -> dict[str, list[tuple[f
     ):
         ones = dict(zip(names, (first, second, third), strict=True))
         for one in ones.values():
-            await drive(one, calls)
+            await drive_ok(one, calls)
         for round_ in range(repeats):
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
-                runs[name].append(await drive(ones[name], calls))
+                runs[name].append(await drive_ok(ones[name], calls))
     return runs
 
 
