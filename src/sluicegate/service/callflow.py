@@ -9,8 +9,9 @@ in memory. The call's timeout is its journey's declared ``timeoutSeconds``.
 
 A batch runs each of its calls the same way, submitted together in the batch's order,
 and answers one entry per call: its result view, its state, or its refusal (an invalid
-call is refused alone; the others run). Errors that concern the whole request (auth,
-storage unavailable) answer the request, as for a single call.
+call, or one the call log could not record, is refused alone; the others run). What
+concerns the whole request (auth, a body that is not a batch) answers the request, as
+for a single call.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,7 +66,7 @@ class FastPath:
             found = answer(exc, scope["path"])
             if found is None:
                 raise
-            status, text = found[0], json.dumps(found[1])
+            status, text = found[0], _dumps(found[1])
         await _send(send, status, text.encode())
 
 
@@ -151,6 +151,11 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return again
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    """JSON as the framework writes it (compact, UTF-8), so both doors answer alike."""
+    return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 async def _send(send: Send, status: int, body: bytes) -> None:
