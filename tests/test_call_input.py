@@ -35,6 +35,11 @@ GOOD: dict[str, Any] = {
         ({"journey": ""}, "INVALID_CALL"),
         ({"headers": {"X-Bad": "a\r\nInjected: 1"}}, "INVALID_HEADER"),
         ({"headers": {"Bad Name": "v"}}, "INVALID_HEADER"),
+        # Lone surrogates (a JSON "\udfff" read by Python's json): no UTF-8 can carry them.
+        ({"journey": "j\udfff"}, "INVALID_CALL"),
+        ({"url": f"{API}/\udfff"}, "INVALID_URL"),
+        ({"headers": {"X-Evil": "\udfff"}}, "INVALID_HEADER"),
+        ({"body": "\ud800 half a pair"}, "INVALID_BODY"),
     ],
 )
 async def test_invalid_call_is_refused_with_a_code(

@@ -79,10 +79,13 @@ class Call:
         org, sandbox, journey = args["org"], args["sandbox"], args["journey"]
         # The usual call passes at once; the loop below names the part that did not.
         if not (type(org) is str and org and type(sandbox) is str and sandbox
-                and type(journey) is str and journey):  # fmt: skip
+                and type(journey) is str and journey
+                and is_text(org) and is_text(sandbox) and is_text(journey)):  # fmt: skip
             for name, value in (("org", org), ("sandbox", sandbox), ("journey", journey)):
                 if not isinstance(value, str) or not value:
                     raise InvalidCall("INVALID_CALL", f"{name} must be a non-empty string")
+                if not is_text(value):
+                    raise InvalidCall("INVALID_CALL", f"{name} is not valid Unicode")
         service = args["service"]
         kind = _SERVICES.get(service) if isinstance(service, str) else None
         if kind is None:
@@ -108,7 +111,10 @@ class Call:
             check_headers(headers)
             headers = dict(headers)
         body = args.get("body")
-        payload = body.encode() if isinstance(body, str) else (body or b"")
+        try:
+            payload = body.encode() if isinstance(body, str) else (body or b"")
+        except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it
+            raise InvalidCall("INVALID_BODY", "body is not valid Unicode") from None
         method = normalize_method(args["method"])
         if cls is not Call:  # a subclass: its own constructor
             return cls(org=org, sandbox=sandbox, journey=journey, service=kind, method=method,
@@ -154,6 +160,19 @@ def new_call_id(now: float) -> str:
     return ((ms << 80) | random.getrandbits(80)).to_bytes(16, "big").hex()
 
 
+def is_text(value: str) -> bool:
+    """Whether ``value`` is valid Unicode: no lone surrogate (from a JSON escape such as
+    ``"\\udfff"``), which no UTF-8 can carry and every store, log or request would refuse
+    later, far from the call that brought it."""
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_headers(headers: Mapping[str, str]) -> None:
     """Refuse header names that are not HTTP tokens and values with line breaks, which
     would otherwise split the request (header injection)."""
@@ -162,6 +181,8 @@ def check_headers(headers: Mapping[str, str]) -> None:
             raise InvalidCall("INVALID_HEADER", f"header name {name!r} is not a valid token")
         if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
             raise InvalidCall("INVALID_HEADER", f"header {name!r} has an invalid value")
+        if not is_text(value):
+            raise InvalidCall("INVALID_HEADER", f"header {name!r} is not valid Unicode")
 
 
 class Target(NamedTuple):
@@ -182,6 +203,8 @@ def check_url(url: str) -> Target:
     the door, the egress policy and the rules all read it (errors are not cached)."""
     if not isinstance(url, str) or not url:
         raise InvalidCall("INVALID_URL", "url must be a non-empty string")
+    if not is_text(url):
+        raise InvalidCall("INVALID_URL", "url is not valid Unicode")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -9,13 +9,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sluicegate.backends.sqlite import DB_NAME, SqliteBackend
-from sluicegate.errors import StorageError
+from sluicegate.errors import InvalidCall, StorageError
 from sluicegate.storage import Grant, Limit, QueuedCall, Wait
 
 MakeQueued = Callable[..., QueuedCall]
@@ -77,6 +78,26 @@ async def test_sent_slots_survive_a_restart_and_unsent_ones_count_from_it(
         assert Wait(1) == await reopened.slots.acquire([rule], 2_999)
     finally:
         await reopened.aclose()
+
+
+async def test_a_push_that_cannot_be_stored_fails_alone(tmp_path: Path, queued: MakeQueued) -> None:
+    """A call with a lone surrogate (built without ``Call.build``, which refuses it) pushed
+    among others: it is refused with InvalidCall, and the pushes sharing its group commit
+    are all stored."""
+    backend = await opened(tmp_path)
+    try:
+        good = [queued(n) for n in range(3)]
+        evil = queued(9)
+        evil = replace(evil, call=replace(evil.call, headers={"X-Evil": "\udfff"}))
+        pushed = await asyncio.gather(*(backend.queue.push(item) for item in
+                                        (good[0], evil, good[1], good[2])),
+                                      return_exceptions=True)  # fmt: skip
+        assert [None, InvalidCall, None, None] == [
+            type(p) if isinstance(p, Exception) else p for p in pushed
+        ]
+        assert good == await backend.queue.claim("q", 10)
+    finally:
+        await backend.aclose()
 
 
 async def test_open_creates_the_data_directory(tmp_path: Path) -> None:

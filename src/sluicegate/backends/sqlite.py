@@ -38,9 +38,9 @@ from typing import Any
 from sluicegate.backends.commits import GroupCommit
 from sluicegate.backends.database import Database
 from sluicegate.backends.sqlite_slots import SqliteSlotStore, recover_slots
-from sluicegate.call import Call, Service
+from sluicegate.call import Call, Service, is_text
 from sluicegate.connections import ConnectionLimits
-from sluicegate.errors import StorageError
+from sluicegate.errors import InvalidCall, StorageError
 from sluicegate.storage import QueuedCall, QueueDepth, Stored
 
 DB_NAME = "sluicegate.db"
@@ -144,8 +144,13 @@ class SqliteQueueStore:
         self._returned: dict[str, list[int]] = defaultdict(list)  # put back: claimed first
 
     async def push(self, item: QueuedCall) -> None:
+        row = _to_row(item)
+        # A string SQLite cannot encode would fail the whole group commit, every other
+        # writer's rows with it: refused here, it fails its own call alone.
+        if not all(is_text(value) for value in row if isinstance(value, str)):
+            raise InvalidCall("INVALID_CALL", "a queued call must be valid Unicode throughout")
         self._depth[item.queue] += 1
-        batch = self._commits.add(_PUSH, _to_row(item))
+        batch = self._commits.add(_PUSH, row)
         try:
             await self._commits.committed(batch)
         except StorageError:

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from sluicegate.service import callflow
+from sluicegate.service.bodies import JsonRoute
 from sluicegate.service.context import Caller
 from sluicegate.service.problems import responses
 from sluicegate.service.routes.call_models import BatchIn, BatchOut, CallIn, CallPending, CallView
@@ -23,7 +24,7 @@ _RESULTS: dict[int | str, dict[str, Any]] = {
     202: {"model": CallPending, "description": "The call has not ended yet"},
 }
 
-router = APIRouter(prefix="/v1/calls", tags=["calls"])
+router = APIRouter(route_class=JsonRoute, prefix="/v1/calls", tags=["calls"])
 
 
 def _json(answer: callflow.Answer) -> Response:

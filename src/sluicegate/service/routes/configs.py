@@ -40,6 +40,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel
 
 from sluicegate.configs import ConfigKind, ConfigRecord, RuleBook
+from sluicegate.service.bodies import JsonRoute, is_text_throughout
 from sluicegate.service.context import Context, Editor, Reader
 from sluicegate.service.routes.config_models import (
     CAPPING_BODY,
@@ -82,7 +83,7 @@ KINDS = (
          tag="Throttling configuration", element=ThrottlingElement, body=THROTTLING_BODY),
 )  # fmt: skip
 
-router = APIRouter(prefix="/journey/orchestration")
+router = APIRouter(route_class=JsonRoute, prefix="/journey/orchestration")
 
 
 def _of(envelope: type[BaseModel], element: type[Element]) -> Any:
@@ -107,9 +108,10 @@ async def _payload(request: Request) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw, parse_float=_number)
+        doc = json.loads(raw, parse_float=_number)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return raw
+    return doc if is_text_throughout(doc) else raw  # a lone surrogate: not JSON either
 
 
 def _number(text: str) -> int | float:

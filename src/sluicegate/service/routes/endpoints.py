@@ -35,6 +35,7 @@ from sluicegate.matching import capping_key, default_key, throttle_key
 from sluicegate.outcomes import Outcome
 from sluicegate.reporting import Tally
 from sluicegate.rules import CappingRule, ThrottlingRule
+from sluicegate.service.bodies import JsonRoute
 from sluicegate.service.buckets import Selection
 from sluicegate.service.context import Context, Reader
 from sluicegate.service.problems import responses
@@ -97,7 +98,7 @@ class EndpointList(BaseModel):
     results: list[EndpointOut]
 
 
-router = APIRouter(tags=["reports"], responses=responses())
+router = APIRouter(route_class=JsonRoute, tags=["reports"], responses=responses())
 
 
 @router.get("/v1/endpoints", response_model=EndpointList, response_model_exclude_none=True)

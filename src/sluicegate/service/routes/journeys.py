@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from sluicegate.call import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS
+from sluicegate.service.bodies import JsonRoute
 from sluicegate.service.context import Editor, Reader
 from sluicegate.service.problems import responses
 
@@ -20,7 +21,9 @@ class JourneyOut(BaseModel):
     timeoutSeconds: int
 
 
-router = APIRouter(prefix="/v1/journeys", tags=["journeys"], responses=responses())
+router = APIRouter(
+    route_class=JsonRoute, prefix="/v1/journeys", tags=["journeys"], responses=responses()
+)
 
 
 @router.put("/{journeyId}", response_model=JourneyOut)

@@ -37,6 +37,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from sluicegate.reporting import BOUNDS_MS, Tally
+from sluicegate.service.bodies import JsonRoute
 from sluicegate.service.context import READ, principal, runtime
 from sluicegate.service.problems import Problem, responses
 from sluicegate.service.runtime import Runtime
@@ -51,7 +52,7 @@ COUNTERS = {
     "slots": "Rate-rule slots taken",
 }
 
-router = APIRouter(tags=["metrics"], responses=responses())
+router = APIRouter(route_class=JsonRoute, tags=["metrics"], responses=responses())
 
 
 @router.get("/metrics", response_class=Response)

@@ -32,6 +32,7 @@ from sluicegate.call import Service
 from sluicegate.errors import InvalidInput
 from sluicegate.records import iso_time
 from sluicegate.reporting import Tally
+from sluicegate.service.bodies import JsonRoute
 from sluicegate.service.buckets import Selection
 from sluicegate.service.context import Context, Reader
 from sluicegate.service.problems import responses
@@ -67,7 +68,7 @@ class Timeseries(BaseModel):
     buckets: list[Interval]
 
 
-router = APIRouter(tags=["reports"], responses=responses())
+router = APIRouter(route_class=JsonRoute, tags=["reports"], responses=responses())
 
 JourneyFilter = Annotated[str | None, Query(alias="journeyId", description="One journey")]
 ServiceFilter = Annotated[Service | None, Query(description="action or dataSource")]

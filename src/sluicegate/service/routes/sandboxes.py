@@ -7,6 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from sluicegate.service.bodies import JsonRoute
 from sluicegate.service.context import Admin, Reader
 from sluicegate.service.problems import responses
 
@@ -26,6 +27,7 @@ class SandboxList(BaseModel):
 
 
 router = APIRouter(
+    route_class=JsonRoute,
     prefix="/v1/sandboxes",
     tags=["sandboxes"],
     responses=responses({409: "A sandbox of that name exists"}),
