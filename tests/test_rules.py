@@ -110,6 +110,10 @@ def test_valid_capping_parses_to_rule() -> None:
         (service(rating={"maxCallsCount": 5}), "ERR_ENDPOINTCONFIG_108"),
         (service(rating={"maxCallsCount": 5, "periodInMs": 0}), "ERR_ENDPOINTCONFIG_108"),
         (service(rating={"maxCallsCount": 5, "periodInMs": 1.5}), "ERR_ENDPOINTCONFIG_108"),
+        # Too large for a 64-bit integer: it would fail every journal write it is part of.
+        (service(rating={"maxCallsCount": 2**63, "periodInMs": 1000}), "ERR_ENDPOINTCONFIG_107"),
+        (service(rating={"maxCallsCount": 5, "periodInMs": 2**63}), "ERR_ENDPOINTCONFIG_108"),
+        (service(rating={"maxCallsCount": 5, "periodInMs": 86_400_001}), "ERR_ENDPOINTCONFIG_108"),
         (capping(services=None), "ERR_ENDPOINTCONFIG_111"),
         (capping(services={}), "ERR_ENDPOINTCONFIG_111"),
         (capping(services=["action"]), "ERR_ENDPOINTCONFIG_111"),

@@ -29,7 +29,9 @@ from sluicegate.validation import (
 )
 
 __all__ = [
+    "MAX_CALLS_COUNT",
     "MAX_HTTP_CONNECTIONS",
+    "MAX_PERIOD_MS",
     "MAX_THROUGHPUT",
     "MIN_THROUGHPUT",
     "CappingRule",
@@ -47,6 +49,11 @@ __all__ = [
 MAX_HTTP_CONNECTIONS = 400
 MIN_THROUGHPUT = 200
 MAX_THROUGHPUT = 5000
+#: Bounds Adobe does not state (it asks >= 1 of both): a window of at most a day, and a
+#: count any store holds as a 32-bit integer. Beyond them a value is a mistake, and one
+#: too large for a 64-bit integer would fail every write it is part of.
+MAX_CALLS_COUNT = 2**31 - 1
+MAX_PERIOD_MS = 24 * 60 * 60 * 1000
 
 CAPPING_FIELDS = frozenset({"url", "methods", "services"})
 THROTTLING_FIELDS = frozenset({"name", "description", "urlPattern", "methods", "maxThroughput"})
@@ -221,16 +228,17 @@ def _check_service(
         return None
     count: Any = rating.get("maxCallsCount")
     period: Any = rating.get("periodInMs")
-    if not is_int(count) or count < 1:
+    if not is_int(count) or not 1 <= count <= MAX_CALLS_COUNT:
         found.error(
             "ERR_ENDPOINTCONFIG_107",
             f"invalid max calls count (maxCallsCount) for {name}: "
-            f"expecting an integer >= 1, not {count!r}",
+            f"expecting an integer from 1 to {MAX_CALLS_COUNT:,}, not {count!r}",
         )
-    if not is_int(period) or period < 1:
+    if not is_int(period) or not 1 <= period <= MAX_PERIOD_MS:
         found.error(
             "ERR_ENDPOINTCONFIG_108",
-            f"invalid period (periodInMs) for {name}: expecting an integer > 0, not {period!r}",
+            f"invalid period (periodInMs) for {name}: expecting an integer from 1 to "
+            f"{MAX_PERIOD_MS:,} (a day), not {period!r}",
         )
     if len(found.errors) > before:
         return None

@@ -14,7 +14,13 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sluicegate.rules import MAX_HTTP_CONNECTIONS, MAX_THROUGHPUT, MIN_THROUGHPUT
+from sluicegate.rules import (
+    MAX_CALLS_COUNT,
+    MAX_HTTP_CONNECTIONS,
+    MAX_PERIOD_MS,
+    MAX_THROUGHPUT,
+    MIN_THROUGHPUT,
+)
 from sluicegate.service.problems import responses
 from sluicegate.validation import CONFIG_METHODS, ELEMENT_FIELDS
 
@@ -150,8 +156,8 @@ _SERVICE = {"type": "object", "required": ["rating"], "additionalProperties": Fa
                                "maximum": MAX_HTTP_CONNECTIONS,
                                "description": "Absent or null: no limit (warning 106)"},
         "rating": {"type": "object", "required": ["maxCallsCount", "periodInMs"], "properties": {
-            "maxCallsCount": {"type": "integer", "minimum": 1},
-            "periodInMs": {"type": "integer", "minimum": 1}}}}}
+            "maxCallsCount": {"type": "integer", "minimum": 1, "maximum": MAX_CALLS_COUNT},
+            "periodInMs": {"type": "integer", "minimum": 1, "maximum": MAX_PERIOD_MS}}}}}
 _CAPPING = {"type": "object", "required": ["url", "methods", "services"],
     "additionalProperties": False, "properties": {**_ECHOED,
         "url": {**_URL, "description": "The endpoint; `*` only in the path"},
