@@ -48,3 +48,8 @@ async def test_sandboxes_and_journeys(start_service: StartService) -> None:
     assert 5 == (await running.request("GET", "/v1/journeys/j1", admin))[1]["timeoutSeconds"]
     status, body = await running.request("PUT", "/v1/journeys/j1", admin, {"timeoutSeconds": 31})
     assert (400, "INVALID_REQUEST") == (status, body["code"])
+    # 7.0 is an integer to JSON Schema (and to the OpenAPI document); 7.5 is not.
+    status, body = await running.request("PUT", "/v1/journeys/j1", admin, {"timeoutSeconds": 7.0})
+    assert (200, 7) == (status, body["timeoutSeconds"])
+    status, body = await running.request("PUT", "/v1/journeys/j1", admin, {"timeoutSeconds": 7.5})
+    assert (400, "INVALID_REQUEST") == (status, body["code"])

@@ -108,6 +108,17 @@ async def test_summary_counts_outcomes_and_percentiles(start_service: StartServi
     assert {"p50": 1.0, "p95": 1.0, "p99": 1.0, "avg": 0.0} == summary["queuedMs"]
 
 
+async def test_empty_from_and_to_are_the_defaults(start_service: StartService) -> None:
+    """``from=`` and ``to=`` (empty, as a form leaves them; the schema allows them) mean
+    the last hour, as when they are absent."""
+    running, clock = await start(start_service)
+    viewer = await running.key(role="viewer")
+    await call(running, clock, "/ok/30")
+    plain = await get(running, "/v1/reports/summary", viewer)
+    assert plain == await get(running, "/v1/reports/summary?from=&to=", viewer)
+    assert 1 == plain["calls"]
+
+
 async def test_summary_filters(start_service: StartService) -> None:
     """journeyId, service, endpoint, from and to narrow the summary."""
     running, clock = await start(start_service)

@@ -3,8 +3,10 @@ and sandbox."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from sluicegate.call import MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS
 from sluicegate.service.bodies import JsonRoute
@@ -12,8 +14,15 @@ from sluicegate.service.context import Editor, Reader
 from sluicegate.service.problems import responses
 
 
+def _whole(value: object) -> object:
+    """``5.0`` as ``5``: JSON Schema's integer is any number without a fraction."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 class JourneyIn(BaseModel):
-    timeoutSeconds: int = Field(ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS, strict=True)
+    timeoutSeconds: Annotated[int, BeforeValidator(_whole)] = Field(
+        ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS, strict=True
+    )
 
 
 class JourneyOut(BaseModel):

@@ -153,11 +153,12 @@ def _select(
     since: str | None,
     until: str | None,
 ) -> Selection:
-    if until is None:
+    # Empty (``from=``) is absent: the schema allows it, and a form leaves it so.
+    if not until:
         end = math.floor(ctx.runtime.clock.now()) + 1  # the current second included
     else:
         end = math.ceil(parse_time("to", until))
-    start = end - DEFAULT_RANGE_SECONDS if since is None else math.floor(parse_time("from", since))
+    start = end - DEFAULT_RANGE_SECONDS if not since else math.floor(parse_time("from", since))
     if start >= end:
         raise InvalidInput("INVALID_RANGE", "'from' must be before 'to'")
     return Selection(
