@@ -30,7 +30,6 @@ from typing import Any
 from sluicegate.backends.database import Connection, SqlDatabase
 from sluicegate.call import Call
 from sluicegate.clock import Clock
-from sluicegate.errors import StorageError
 from sluicegate.outcomes import CallResult
 from sluicegate.reporting import COUNT_COLUMNS, Tally
 
@@ -235,8 +234,8 @@ class ReportBook:
                 await self.flush()
                 if flushes % COMPACT_EVERY == 0:
                     await self.compact()
-            except StorageError as exc:  # kept in memory; the next flush tries again
-                log.error("report buckets not saved yet: %s", exc)
+            except Exception as exc:  # any: kept in memory; the next flush tries again
+                log.error("report buckets not saved yet: %r", exc)
 
     async def aclose(self) -> None:
         """Stop the flush loop and write what is left."""
@@ -248,9 +247,9 @@ class ReportBook:
             self._task = None
         try:
             await self.flush()
-        except StorageError as exc:
+        except Exception as exc:
             calls = sum(tally.calls for tally in self._pending.values())
-            log.error("report buckets of %d calls lost at close: %s", calls, exc)
+            log.error("report buckets of %d calls lost at close: %r", calls, exc)
 
 
 def _into(found: dict[tuple[int | str, ...], Tally], group: tuple[int | str, ...]) -> Tally:

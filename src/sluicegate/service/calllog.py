@@ -275,7 +275,9 @@ class CallLog:
         self._writing = True
         try:
             looked_up = await self._db.run("saving calls", partial(write_batch, batch, prune))
-        except StorageError as exc:
+        except Exception as error:  # any: a writer that died would leave calls unwritten
+            exc = error if isinstance(error, StorageError) else StorageError(
+                f"saving calls failed: {error!r}")  # fmt: skip
             self._writing = False
             for waiter, entry in batch.waiters:  # those requests fail, their calls not made
                 self._drop(entry)

@@ -1,0 +1,84 @@
+"""The service's background writers survive any failure: a writer that died would leave
+results and reports unwritten for the rest of the process, silently."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.loopback import System, eventually, serve_system
+from tests.service.conftest import StartService
+from tests.service.test_calls_api import call
+
+from sluicegate.service import buckets, calllog
+from sluicegate.service.calllog import RETRY_WRITE_AFTER
+from sluicegate.testing import FakeClock
+
+
+@pytest.fixture
+async def system(clock: FakeClock) -> AsyncIterator[System]:
+    async with serve_system(clock) as system:
+        yield system
+
+
+def failing_once(real: Any) -> Any:
+    """``real``, except that its first call raises an error no store raises."""
+    calls = 0
+
+    def write(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug, not a storage failure")
+        return real(*args)
+
+    return write
+
+
+def rows(data: Path, sql: str) -> list[Any]:
+    """Rows of ``service.db`` as another reader sees them (written and committed)."""
+    with sqlite3.connect(f"file:{data / 'service.db'}?mode=ro", uri=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def test_the_call_log_writes_on_after_an_unexpected_error(
+    start_service: StartService, clock: FakeClock, system: System, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The call log's first write raises a RuntimeError: the writer tries again and the
+    result is written, without a restart."""
+    monkeypatch.setattr(calllog, "write_batch", failing_once(calllog.write_batch))
+    data = tmp_path / "data"
+    service = await start_service(data, clock=clock)
+    headers = await service.key()
+    status, body = await service.request("POST", "/v1/calls", headers, call(system, "ok"))
+    assert (200, "success") == (status, body["outcome"])
+    await clock.advance(RETRY_WRITE_AFTER)
+
+    async def written() -> bool:
+        done = rows(data, f"SELECT state FROM calls WHERE call_id = '{body['callId']}'")
+        return done == [("done",)]
+
+    await eventually(written)
+
+
+async def test_the_report_book_flushes_on_after_an_unexpected_error(
+    start_service: StartService, clock: FakeClock, system: System, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The report book's first flush raises a RuntimeError: the next flush writes the
+    call's bucket, without a restart."""
+    monkeypatch.setattr(buckets, "_upsert", failing_once(buckets._upsert))
+    data = tmp_path / "data"
+    service = await start_service(data, clock=clock)
+    headers = await service.key()
+    await service.request("POST", "/v1/calls", headers, call(system, "ok"))
+
+    async def counted() -> bool:
+        await clock.advance(buckets.FLUSH_SECONDS)
+        return rows(data, "SELECT sum(calls) FROM report_buckets") == [(1,)]
+
+    await eventually(counted)
