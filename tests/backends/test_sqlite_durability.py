@@ -100,6 +100,24 @@ async def test_a_push_that_cannot_be_stored_fails_alone(tmp_path: Path, queued: 
         await backend.aclose()
 
 
+async def test_only_the_owner_reads_the_data(tmp_path: Path, queued: MakeQueued) -> None:
+    """A new data directory is 0700 and its files 0600, the WAL too (queued calls hold
+    partners' headers and bodies); a file left readable by an earlier version is made
+    0600 at open."""
+    data = tmp_path / "data"
+    backend = await opened(data)
+    try:
+        await backend.queue.push(queued(0))
+        modes = {f.name: f.stat().st_mode & 0o777 for f in data.iterdir()}
+    finally:
+        await backend.aclose()
+    assert (0o700, {DB_NAME: 0o600, f"{DB_NAME}-wal": 0o600}) == (
+        data.stat().st_mode & 0o777, modes)  # fmt: skip
+    (data / DB_NAME).chmod(0o644)
+    await (await opened(data)).aclose()
+    assert 0o600 == (data / DB_NAME).stat().st_mode & 0o777
+
+
 async def test_open_creates_the_data_directory(tmp_path: Path) -> None:
     """A missing data directory is created, with the database file inside."""
     backend = await SqliteBackend.open(tmp_path / "a" / "b")

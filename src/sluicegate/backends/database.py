@@ -10,11 +10,15 @@ reports) goes through a :class:`Database`. Its choices:
 * ``exclusive``: the file is held by one process until it closes or dies.
 * Each schema is a script of ``CREATE ... IF NOT EXISTS`` statements and a version number
   kept in ``user_version``; a file written by a newer sluicegate is refused, not guessed at.
+* Only its owner reads it: a data directory it creates is ``0700``, a file ``0600`` (made
+  so, or made so at open; SQLite gives its ``-wal`` and ``-shm`` files the file's mode).
+  Queued calls hold partners' headers and bodies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -81,7 +85,9 @@ def _connect(file: Path, schema: str, version: int, exclusive: bool) -> sqlite3.
     """Open ``file`` in WAL mode and bring its schema up to ``version``."""
     conn = None
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
+        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(file, os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(file, 0o600)  # a file of an earlier version may be readable by others
         conn = sqlite3.connect(file, timeout=5.0, check_same_thread=False)
         if exclusive:
             conn.execute("PRAGMA locking_mode = EXCLUSIVE")
