@@ -59,7 +59,7 @@ async def system(clock: FakeClock) -> AsyncIterator[System]:
 
 async def test_sigkill_loses_no_queued_call(tmp_path: Path, system: System) -> None:
     """A process killed with SIGKILL while holding a full throttling queue loses nothing:
-    after restart every queued call is delivered, in arrival order."""
+    after restart every queued call is delivered, window after window in arrival order."""
     base, delivered = system.base, system.delivered
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CHILD, str(tmp_path), base,
@@ -90,8 +90,13 @@ async def test_sigkill_loses_no_queued_call(tmp_path: Path, system: System) -> N
                 assert set(gate.counters.outcomes()) <= {Outcome.SUCCESS}
                 await clock.advance(0.1)
                 await asyncio.sleep(0.01)  # let the deliveries' real I/O complete
-    redelivered = delivered[before:]
-    assert sorted(redelivered) == redelivered  # FIFO after restart
+    # FIFO after restart: the calls of one window leave at once, over connections of their
+    # own, and may arrive interleaved; none arrives after a call a window (200) behind it.
+    redelivered, ahead, late = delivered[before:], -1, 0
+    for n in redelivered:
+        ahead = max(ahead, n)
+        late = max(late, ahead - n)
+    assert late < 200, late
 
 
 async def test_queued_calls_expire_after_six_hours_across_a_restart(tmp_path: Path) -> None:

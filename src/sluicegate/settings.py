@@ -32,7 +32,8 @@ class Settings:
     takes up to that much longer than others' still never arrive more than the rule
     allows in any window (see ``docs/engine.md``). ``transport`` chooses the HTTP client
     of the default transport: ``"aiohttp"``, or ``"reqwest"`` (pyreqwest), faster but
-    with the gaps "Transports" in ``docs/engine.md`` lists.
+    with the gaps "Transports" in ``docs/engine.md`` lists. The service reads request
+    bodies of at most ``max_request_bytes``, and ``max_batch_bytes`` for a batch of calls.
     """
 
     action_default: DefaultCap = DefaultCap(count=300_000, period_ms=60_000)
@@ -49,6 +50,8 @@ class Settings:
     max_redirects: int = 5
     send_guard_ms: int = 10
     transport: Literal["aiohttp", "reqwest"] = "aiohttp"
+    max_request_bytes: int = 1 << 20
+    max_batch_bytes: int = 16 << 20
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,6 +68,8 @@ class Settings:
                 raise InvalidInput("INVALID_SETTINGS", "default caps need count and period >= 1")
         if self.max_response_bytes < 0:
             raise InvalidInput("INVALID_SETTINGS", "max_response_bytes must be >= 0")
+        if self.max_request_bytes < 1 or self.max_batch_bytes < 1:
+            raise InvalidInput("INVALID_SETTINGS", "request body limits must be >= 1")
         if self.send_guard_ms < 0 or self.max_redirects < 0:
             raise InvalidInput("INVALID_SETTINGS", "send_guard_ms and max_redirects must be >= 0")
         if self.transport not in ("aiohttp", "reqwest"):

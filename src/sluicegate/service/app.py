@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from sluicegate.service import problems
 from sluicegate.service.fastpath import FastPath
+from sluicegate.service.limits import Limits
 from sluicegate.service.routes import (
     calls,
     configs,
@@ -26,12 +27,13 @@ and `x-sandbox-name`.
 """
 
 
-def create_app(runtime: Runtime) -> FastPath:
-    """The service on ``runtime``. OpenAPI at ``/openapi.json``, docs at ``/docs``; the
-    call routes through their :class:`~sluicegate.service.fastpath.FastPath`."""
+def create_app(runtime: Runtime) -> Limits:
+    """The service on ``runtime``. OpenAPI at ``/openapi.json``, docs at ``/docs``; every
+    request bounded first (:class:`~sluicegate.service.limits.Limits`), the call routes
+    through their :class:`~sluicegate.service.fastpath.FastPath`."""
     app = FastAPI(title="sluicegate", version="0.1.0", description=DESCRIPTION)
     app.state.runtime = runtime
     problems.install(app)
     for module in (configs, calls, journeys, sandboxes, reports, endpoints, metrics):
         app.include_router(module.router)
-    return FastPath(app, runtime)
+    return Limits(FastPath(app, runtime), runtime.settings)

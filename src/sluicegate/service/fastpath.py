@@ -20,10 +20,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sluicegate.service import callflow
 from sluicegate.service.context import CALL, Context, admit, identify
+from sluicegate.service.limits import replay
 from sluicegate.service.problems import answer
 from sluicegate.service.routes.call_models import BatchIn, CallIn
 from sluicegate.service.runtime import Runtime
@@ -60,7 +61,7 @@ class FastPath:
                               sandbox.decode("latin-1"), CALL)  # fmt: skip
             status, text = await route(ctx, body)
         except _Refused:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
             return
         except Exception as exc:
             found = answer(exc, scope["path"])
@@ -128,7 +129,8 @@ def _json(headers: dict[bytes, bytes]) -> bool:
 
 
 async def _body(receive: Receive) -> bytes | None:
-    """The whole request body; None when the client disconnected."""
+    """The whole request body (read, and bounded, by :mod:`.limits`); None when the client
+    disconnected."""
     chunks = []
     while True:
         message = await receive()
@@ -137,20 +139,6 @@ async def _body(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives ``body`` again, then what ``receive`` gives."""
-    sent = False
-
-    async def again() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return again
 
 
 def _dumps(doc: dict[str, Any]) -> str:

@@ -1,0 +1,101 @@
+"""How much a request may carry, checked before anything reads it.
+
+Every request passes here first. Headers: at most :data:`MAX_HEADERS` of them and
+:data:`MAX_HEADER_BYTES` in all, else 431. Body: at most ``Settings.max_request_bytes``
+(``max_batch_bytes`` for ``POST /v1/calls:batch``), else 413, judged by its
+``Content-Length`` before a byte is read, and while it is read when it has none. Both
+answer with the JSON error model (:mod:`~sluicegate.service.problems`). The body, read
+whole, is handed on to the routes; memory per request is bounded by these limits.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sluicegate.service.problems import Problem, answer
+from sluicegate.settings import Settings
+
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 64 * 1024
+BATCH_PATH = "/v1/calls:batch"
+
+
+class Limits:
+    """ASGI: refuse what is too large, then hand the request, its body read, to ``app``."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self._body = settings.max_request_bytes
+        self._batch = settings.max_batch_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._batch if scope["path"] == BATCH_PATH else self._body
+        try:
+            _check_headers(scope)
+            body = await _read(scope, receive, limit)
+        except Problem as problem:
+            found = answer(problem, scope["path"])
+            assert found is not None
+            text = json.dumps(found[1], separators=(",", ":")).encode()
+            await send({"type": "http.response.start", "status": found[0], "headers": [
+                (b"content-type", b"application/json"), (b"connection", b"close"),
+                (b"content-length", str(len(text)).encode())]})  # fmt: skip
+            await send({"type": "http.response.body", "body": text})
+            return
+        if body is None:  # the client went away
+            return
+        await self.app(scope, replay(body, receive), send)
+
+
+def _check_headers(scope: Scope) -> None:
+    headers = scope["headers"]
+    if len(headers) > MAX_HEADERS:
+        raise Problem(
+            431, "HEADERS_TOO_LARGE", f"at most {MAX_HEADERS} headers, not {len(headers)}"
+        )
+    size = sum(len(name) + len(value) for name, value in headers)
+    if size > MAX_HEADER_BYTES:
+        raise Problem(431, "HEADERS_TOO_LARGE",
+                      f"at most {MAX_HEADER_BYTES:,} bytes of headers, not {size:,}")  # fmt: skip
+
+
+async def _read(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole body, at most ``limit`` bytes (413 beyond); None if the client left."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise _too_large(limit)
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, "PAYLOAD_TOO_LARGE", f"the request body may be at most {limit:,} bytes")
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` once, then what ``receive`` gives."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return again

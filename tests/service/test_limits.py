@@ -1,0 +1,100 @@
+"""How much a request may carry: bodies over their limit answer 413, too many or too
+large headers 431, with the JSON error model, before any of it is read into a call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from tests.loopback import System, serve_system
+from tests.service.conftest import Running, StartService
+from tests.service.test_calls_api import call
+
+from sluicegate.service.limits import MAX_HEADER_BYTES, MAX_HEADERS
+from sluicegate.settings import Settings
+from sluicegate.testing import FakeClock
+
+LIMIT, BATCH_LIMIT = 2_000, 20_000
+
+
+@pytest.fixture
+async def system(clock: FakeClock) -> AsyncIterator[System]:
+    async with serve_system(clock) as system:
+        yield system
+
+
+@pytest.fixture
+async def service(start_service: StartService, clock: FakeClock) -> Running:
+    settings = Settings(allow_loopback=True, max_request_bytes=LIMIT, max_batch_bytes=BATCH_LIMIT)
+    return await start_service(clock=clock, settings=settings)
+
+
+def padded(system: System, size: int) -> dict[str, Any]:
+    """A call whose JSON is at least ``size`` bytes."""
+    return call(system, "ok", request={"body": "x" * size})
+
+
+async def test_a_body_over_the_limit_is_413_and_calls_nothing(
+    service: Running, system: System
+) -> None:
+    """Over the limit by its Content-Length, or while read (chunked, no length): 413
+    PAYLOAD_TOO_LARGE; just under it, the call is made."""
+    headers = await service.key()
+    status, problem = await service.request("POST", "/v1/calls", headers, padded(system, LIMIT))
+    chunked = json.dumps(padded(system, LIMIT)).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(chunked), 500):
+            yield chunked[start : start + 500]
+
+    async with service.http.post(service.base + "/v1/calls", data=chunks(), headers={
+            **headers, "Content-Type": "application/json"}) as response:  # fmt: skip
+        streamed = response.status, (await response.json())["code"]
+    assert ((413, "PAYLOAD_TOO_LARGE"), (413, "PAYLOAD_TOO_LARGE"), {}) == (
+        (status, problem["code"]), streamed, system.hits)  # fmt: skip
+    status, done = await service.request("POST", "/v1/calls", headers, padded(system, LIMIT // 2))
+    assert (200, "success") == (status, done["outcome"])
+
+
+async def test_a_batch_has_its_own_larger_limit(service: Running, system: System) -> None:
+    """A batch may be larger than one request (its own limit), and not beyond it."""
+    headers = await service.key()
+    calls = [padded(system, LIMIT // 2)] * 5  # over one request's limit, under a batch's
+    status, body = await service.request("POST", "/v1/calls:batch", headers, {"calls": calls})
+    assert (200, ["done"] * 5) == (status, [r["state"] for r in body["results"]])
+    calls = [padded(system, LIMIT // 2)] * 20
+    status, problem = await service.request("POST", "/v1/calls:batch", headers, {"calls": calls})
+    assert (413, "PAYLOAD_TOO_LARGE") == (status, problem["code"])
+
+
+async def test_a_config_over_the_limit_is_413_in_adobes_envelope(service: Running) -> None:
+    """On the configuration API the 413 carries Adobe's error envelope too."""
+    headers = await service.key()
+    config = {"name": "x" * LIMIT, "urlPattern": "https://api.example.org/*",
+              "methods": ["POST"], "maxThroughput": 200}  # fmt: skip
+    status, problem = await service.request(
+        "POST", "/journey/orchestration/throttlingConfigs", headers, config
+    )
+    assert (413, "PAYLOAD_TOO_LARGE", "PAYLOAD_TOO_LARGE") == (
+        status, problem["code"], problem["error"]["code"])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {f"x-extra-{n}": "1" for n in range(MAX_HEADERS)},
+        {"x-large": "y" * MAX_HEADER_BYTES},
+    ],
+    ids=["too-many", "too-large"],
+)
+async def test_too_many_or_too_large_headers_are_431(
+    service: Running, system: System, extra: dict[str, str]
+) -> None:
+    """More than MAX_HEADERS headers, or more than MAX_HEADER_BYTES of them: 431."""
+    headers = await service.key()
+    status, problem = await service.request(
+        "POST", "/v1/calls", headers | extra, call(system, "ok")
+    )
+    assert (431, "HEADERS_TOO_LARGE", {}) == (status, problem["code"], system.hits)
