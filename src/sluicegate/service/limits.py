@@ -5,21 +5,26 @@ Every request passes here first. Headers: at most :data:`MAX_HEADERS` of them an
 (``max_batch_bytes`` for ``POST /v1/calls:batch``), else 413, judged by its
 ``Content-Length`` before a byte is read, and while it is read when it has none. Both
 answer with the JSON error model (:mod:`~sluicegate.service.problems`). The body, read
-whole, is handed on to the routes; memory per request is bounded by these limits.
+whole, is handed on to the routes; memory per request is bounded by these limits. An
+error nothing expected, before the answer started, is logged and answered 500 in the
+same model: the server's plain-text page is never sent.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sluicegate.service.problems import Problem, answer
+from sluicegate.service.problems import Problem, answer, unexpected
 from sluicegate.settings import Settings
 
 MAX_HEADERS = 100
 MAX_HEADER_BYTES = 64 * 1024
 BATCH_PATH = "/v1/calls:batch"
+log = logging.getLogger(__name__)
 
 
 class Limits:
@@ -41,15 +46,34 @@ class Limits:
         except Problem as problem:
             found = answer(problem, scope["path"])
             assert found is not None
-            text = json.dumps(found[1], separators=(",", ":")).encode()
-            await send({"type": "http.response.start", "status": found[0], "headers": [
-                (b"content-type", b"application/json"), (b"connection", b"close"),
-                (b"content-length", str(len(text)).encode())]})  # fmt: skip
-            await send({"type": "http.response.body", "body": text})
+            await _send_json(send, *found)
             return
         if body is None:  # the client went away
             return
-        await self.app(scope, replay(body, receive), send)
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, replay(body, receive), sending)
+        except Exception:
+            if started:
+                raise
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            status, content = unexpected(scope["path"])
+            await _send_json(send, status, content)
+
+
+async def _send_json(send: Send, status: int, content: dict[str, Any]) -> None:
+    """An error answer; the connection is closed after it (the request may be unread)."""
+    text = json.dumps(content, separators=(",", ":")).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"connection", b"close"),
+        (b"content-length", str(len(text)).encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": text})
 
 
 def _check_headers(scope: Scope) -> None:

@@ -194,9 +194,26 @@ async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
     return problem(request, 400, "INVALID_REQUEST", message, extra={"details": details})
 
 
+def unexpected(path: str) -> tuple[int, dict[str, Any]]:
+    """The answer to an error nothing here expected (it is logged where it is caught)."""
+    message = "an unexpected error; it is logged, and nothing of this request was kept"
+    return 500, body(path, 500, "INTERNAL_ERROR", message, family="INTERNAL_ERROR")
+
+
+def unparsable(message: str) -> dict[str, Any]:
+    """The 400 body for bytes that are not an HTTP request (answered by the server)."""
+    return body("/", 400, "INVALID_HTTP", f"not an HTTP/1.1 request: {message}")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    status, content = unexpected(request.url.path)
+    return JSONResponse(content, status_code=status)
+
+
 def install(app: FastAPI) -> None:
     """Register the one mapping from errors to responses."""
     for known in (Problem, InvalidInput, ConfigError, StorageError):
         app.add_exception_handler(known, _known)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
+    app.add_exception_handler(Exception, _unexpected)  # the framework logs it, then re-raises

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 from collections.abc import Callable, Generator
 from pathlib import Path
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sluicegate.collector import tune
 from sluicegate.service.app import create_app
+from sluicegate.service.problems import unparsable
 from sluicegate.service.runtime import Runtime, open_runtime
 from sluicegate.service.tenants import Role
 from sluicegate.settings import Settings
@@ -36,6 +39,19 @@ def first_call(token: str, base: str) -> str:
         f'"service": "action", "request": {{"method": "GET", '
         f'"url": "{base}/openapi.json"}}}}\''
     )
+
+
+class _Http(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, answering bytes it cannot parse in the JSON error model
+    rather than in plain text."""
+
+    def send_400_response(self, msg: str) -> None:
+        text = json.dumps(unparsable(msg), separators=(",", ":")).encode()
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(text)).encode() + b"\r\nconnection: close\r\n\r\n" + text
+        )
+        self.transport.close()
 
 
 class _Server(uvicorn.Server):
@@ -67,7 +83,7 @@ async def serve(
         config = uvicorn.Config(
             create_app(runtime), host=host, port=port, lifespan="off", access_log=False,
             log_level="info", timeout_graceful_shutdown=10, proxy_headers=False,
-            server_header=False,
+            server_header=False, http=_Http,
         )  # fmt: skip
         server = _Server(config)
         loop = asyncio.get_running_loop()
