@@ -11,6 +11,7 @@ from sluicegate.service.routes import (
     calls,
     configs,
     endpoints,
+    health,
     journeys,
     metrics,
     reports,
@@ -34,6 +35,6 @@ def create_app(runtime: Runtime) -> Limits:
     app = FastAPI(title="sluicegate", version="0.1.0", description=DESCRIPTION)
     app.state.runtime = runtime
     problems.install(app)
-    for module in (configs, calls, journeys, sandboxes, reports, endpoints, metrics):
+    for module in (configs, calls, journeys, sandboxes, reports, endpoints, metrics, health):
         app.include_router(module.router)
     return Limits(FastPath(app, runtime), runtime.settings)

@@ -196,6 +196,10 @@ class ReportBook:
         counted since the oldest bucket kept at start, read without touching the table."""
         return {(k[2], k[3]) for k in self._totals if (k[0], k[1]) == (org, sandbox)}
 
+    def alive(self) -> bool:
+        """Whether the flush loop runs (it survives any error; it ends only at close)."""
+        return self._task is not None and not self._task.done()
+
     async def flush(self) -> None:
         """Add the buckets gathered since the last flush to the table, in one transaction.
         On failure they are kept for the next flush and the error is raised."""

@@ -94,6 +94,10 @@ class CallLog:
         """Callbacks ``delivered``, ``failed`` (after every retry) and ``refused`` (egress)."""
         return dict(self._callbacks.counts) if self._callbacks else {}
 
+    def alive(self) -> bool:
+        """Whether the writer runs (it survives any error; it ends only at close)."""
+        return self._writer is not None and not self._writer.done()
+
     async def start(self, gate: Gate) -> None:
         """Take over from the last run: end the calls it lost, resend owed callbacks."""
         self._gate = gate
@@ -329,7 +333,7 @@ class CallLog:
         if self._callbacks is not None:
             await self._callbacks.aclose()
         self._wake.set()
-        if self._writer is not None:
+        if self._writer is not None and not self._writer.done():
             await self._writer
-        elif self._pending:  # never started: write what the gate reported anyway
+        elif self._pending:  # never started, or stopped: write what the gate reported anyway
             await self._write()

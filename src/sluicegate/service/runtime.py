@@ -9,13 +9,15 @@ buckets through the gate's reporter.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sluicegate.backends.database import SqlDatabase
 from sluicegate.call import Call
 from sluicegate.clock import Clock, SystemClock
+from sluicegate.errors import StorageError
 from sluicegate.gate import Gate
 from sluicegate.outcomes import CallResult
 from sluicegate.reporting import Reporter
@@ -41,6 +43,25 @@ class Runtime:
     clock: Clock
     settings: Settings
     dev: bool
+    db: SqlDatabase
+
+    async def readiness(self) -> dict[str, str]:
+        """Each dependency and background writer: ``"ok"``, or what is wrong with it."""
+        checks: dict[str, str] = {}
+        probes: dict[str, Callable[[], Awaitable[object]]] = {
+            "database": lambda: self.db.execute("checking", "SELECT 1"),
+            "engine store": self.gate.queues,
+        }
+        for name, probe in probes.items():
+            try:
+                await probe()
+                checks[name] = "ok"
+            except StorageError as exc:
+                checks[name] = str(exc)
+        for name, alive in (("call log writer", self.calls.alive()),
+                            ("report writer", self.reports.alive())):  # fmt: skip
+            checks[name] = "ok" if alive else "stopped"
+        return checks
 
 
 class _Fanout:
@@ -88,6 +109,7 @@ async def open_runtime(
                     yield Runtime(
                         gate=gate, tenants=Tenants(db, clock), journeys=journeys,
                         calls=calls, reports=reports, clock=clock, settings=settings, dev=dev,
+                        db=db,
                     )  # fmt: skip
                 finally:
                     following.cancel()
