@@ -92,6 +92,7 @@ def test_valid_capping_parses_to_rule() -> None:
         (capping(url="https:///x"), "ERR_ENDPOINTCONFIG_101"),
         (capping(url="https://api.example.org:99999/x"), "ERR_ENDPOINTCONFIG_101"),
         (capping(url="https://user:secret@api.example.org/x"), "ERR_ENDPOINTCONFIG_101"),
+        (capping(url="https://api.example.org/" + "x" * 2048), "ERR_ENDPOINTCONFIG_101"),
         (capping(url="https://api.example*.org/x"), "ERR_ENDPOINTCONFIG_102"),
         (capping(url="https://api.example.org:8*0/x"), "ERR_ENDPOINTCONFIG_102"),
         (capping(url="https://*/x"), "ERR_ENDPOINTCONFIG_102"),
@@ -230,6 +231,13 @@ def test_throughput_bounds_are_inclusive(throughput: int) -> None:
         (throttling(methods=["FETCH"]), "ERR_THROTTLING_CONFIG_106", None),
         (throttling(urlPattern=5), "ERR_THROTTLING_CONFIG_106", None),
         (throttling(name=5), "ERR_THROTTLING_CONFIG_106", None),
+        (throttling(name="n" * 257), "ERR_THROTTLING_CONFIG_106", None),
+        (throttling(description="d" * 4097), "ERR_THROTTLING_CONFIG_106", None),
+        (
+            throttling(urlPattern="https://api.example.org/" + "x" * 2048),
+            "ERR_THROTTLING_CONFIG_104",
+            None,
+        ),
         (throttling(rate=5), "ERR_THROTTLING_CONFIG_106", None),
     ],
 )

@@ -19,6 +19,8 @@ from sluicegate.call import Service
 from sluicegate.errors import InvalidConfig
 from sluicegate.validation import (
     ELEMENT_FIELDS,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_NAME_LENGTH,
     Findings,
     Issue,
     Validation,
@@ -257,9 +259,13 @@ def _check_throttling(payload: Any) -> tuple[Validation, ThrottlingRule | None]:
         found.error(
             "ERR_THROTTLING_CONFIG_106", f"invalid payload: unknown fields {sorted(unknown)}"
         )
-    for attr in ("name", "description"):
-        if payload.get(attr) is not None and not isinstance(payload[attr], str):
+    for attr, longest in (("name", MAX_NAME_LENGTH), ("description", MAX_DESCRIPTION_LENGTH)):
+        text = payload.get(attr)
+        if text is not None and not isinstance(text, str):
             found.error("ERR_THROTTLING_CONFIG_106", f"invalid payload: {attr} must be a string")
+        elif text is not None and len(text) > longest:
+            message = f"invalid payload: {attr} may have at most {longest:,} characters"
+            found.error("ERR_THROTTLING_CONFIG_106", message)
     pattern: Any = payload.get("urlPattern")
     if pattern is None or pattern == "":
         found.error("ERR_THROTTLING_CONFIG_100", "urlPattern required")

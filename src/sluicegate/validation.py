@@ -16,6 +16,12 @@ from urllib.parse import urlsplit
 from sluicegate.call import DEFAULT_PORTS, normalize_method
 from sluicegate.errors import InvalidCall
 
+#: The longest URL pattern a config may have (a call's own URL may be longer).
+MAX_PATTERN_LENGTH = 2048
+#: The longest name and description of a throttling config.
+MAX_NAME_LENGTH = 256
+MAX_DESCRIPTION_LENGTH = 4096
+
 #: The methods a config may name: Adobe's enum, where ``OPTION`` means OPTIONS.
 #: ``HEAD`` is a method a call may use, but no config can name it.
 CONFIG_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -123,6 +129,10 @@ def split_pattern(pattern: str) -> UrlParts:
     Raises :class:`WildcardInHost` for a ``*`` in host or port, and ``ValueError`` for
     anything else malformed: another scheme, no host, user info, a bad port.
     """
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise ValueError(
+            f"url pattern of {len(pattern):,} characters: at most {MAX_PATTERN_LENGTH:,}"
+        )
     try:
         parts = urlsplit(pattern)
     except ValueError as exc:  # an unbalanced "[" in the host, for one
