@@ -22,7 +22,13 @@ from sluicegate.rules import (
     MIN_THROUGHPUT,
 )
 from sluicegate.service.problems import responses
-from sluicegate.validation import CONFIG_METHODS, ELEMENT_FIELDS
+from sluicegate.validation import (
+    CONFIG_METHODS,
+    ELEMENT_FIELDS,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_PATTERN_LENGTH,
+)
 
 
 class ErrorItem(BaseModel):
@@ -143,7 +149,7 @@ URL_PATTERN = (
 )
 _INT_OR_NULL = ["integer", "null"]
 _STR_OR_NULL = ["string", "null"]
-_URL = {"type": "string", "pattern": URL_PATTERN}
+_URL = {"type": "string", "pattern": URL_PATTERN, "maxLength": MAX_PATTERN_LENGTH}
 _METHODS = {"type": "array", "minItems": 1, "items": {"type": "string", "enum": sorted(
     CONFIG_METHODS | {"OPTION"})}}  # fmt: skip
 #: Fields of an element a client may send back as it read it: accepted and ignored.
@@ -169,7 +175,8 @@ _CAPPING_EXAMPLE = {"url": "https://api.example.org/data/2.5/weather", "methods"
                                 "rating": {"maxCallsCount": 500, "periodInMs": 1000}}}}
 _THROTTLING = {"type": "object", "required": ["urlPattern", "methods", "maxThroughput"],
     "additionalProperties": False, "properties": {**_ECHOED,
-        "name": {"type": _STR_OR_NULL}, "description": {"type": _STR_OR_NULL},
+        "name": {"type": _STR_OR_NULL, "maxLength": MAX_NAME_LENGTH},
+        "description": {"type": _STR_OR_NULL, "maxLength": MAX_DESCRIPTION_LENGTH},
         "urlPattern": {**_URL, "description": "`*` only in the path"},
         "methods": _METHODS,
         "maxThroughput": {"type": "integer", "minimum": MIN_THROUGHPUT,
