@@ -17,12 +17,14 @@ from typing import Any
 import aiohttp
 import pytest
 import uvicorn
+from tests.loopback import System, serve_system
 
 from sluicegate.clock import Clock
 from sluicegate.service.app import create_app
 from sluicegate.service.runtime import Runtime, open_runtime
 from sluicegate.service.tenants import Role
 from sluicegate.settings import Settings
+from sluicegate.testing import FakeClock
 from sluicegate.transport import Transport
 
 
@@ -114,3 +116,16 @@ async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
         yield start
         for running in reversed(started):
             await running.stop()
+
+
+@pytest.fixture
+async def system(clock: FakeClock) -> AsyncIterator[System]:
+    """An external system on loopback, on the test's clock (tests.loopback.System)."""
+    async with serve_system(clock) as system:
+        yield system
+
+
+@pytest.fixture
+async def service(start_service: StartService, clock: FakeClock) -> Running:
+    """A service on the test's clock, in development mode."""
+    return await start_service(clock=clock)

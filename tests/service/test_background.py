@@ -4,24 +4,17 @@ results and reports unwritten for the rest of the process, silently."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.loopback import System, eventually, serve_system
+from tests.loopback import System, eventually
 from tests.service.conftest import StartService
 from tests.service.test_calls_api import call
 
 from sluicegate.service import buckets, calllog
 from sluicegate.service.calllog import RETRY_WRITE_AFTER
 from sluicegate.testing import FakeClock
-
-
-@pytest.fixture
-async def system(clock: FakeClock) -> AsyncIterator[System]:
-    async with serve_system(clock) as system:
-        yield system
 
 
 def failing_once(real: Any) -> Any:

@@ -7,28 +7,16 @@ and no test waits for time to pass; ``until``/``eventually`` wait for real I/O o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests.loopback import System, eventually, serve_system, until
+from tests.loopback import System, eventually, until
 from tests.service.conftest import WINDOW, Running, StartService
 
 from sluicegate.service.callbacks import CALL_ID_HEADER
 from sluicegate.service.routes.call_models import CallPending, CallView
 from sluicegate.settings import Settings
 from sluicegate.testing import FakeClock
-
-
-@pytest.fixture
-async def system(clock: FakeClock) -> AsyncIterator[System]:
-    async with serve_system(clock) as system:
-        yield system
-
-
-@pytest.fixture
-async def service(start_service: StartService, clock: FakeClock) -> Running:
-    return await start_service(clock=clock)
 
 
 def call(system: System, path: str, **extra: Any) -> dict[str, Any]:

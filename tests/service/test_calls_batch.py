@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests.loopback import System, serve_system, until
-from tests.service.conftest import WINDOW, Running, StartService
+from tests.loopback import System, until
+from tests.service.conftest import WINDOW, Running
 from tests.service.test_calls_api import call, deploy_throttling, get
 
 from sluicegate.service.routes.call_models import MAX_BATCH, BatchOut
 from sluicegate.testing import FakeClock
-
-
-@pytest.fixture
-async def system(clock: FakeClock) -> AsyncIterator[System]:
-    async with serve_system(clock) as system:
-        yield system
-
-
-@pytest.fixture
-async def service(start_service: StartService, clock: FakeClock) -> Running:
-    return await start_service(clock=clock)
 
 
 async def batch(

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests.loopback import System, serve_system
+from tests.loopback import System
 from tests.service.conftest import Running, StartService
 from tests.service.test_calls_api import call
 
@@ -17,12 +17,6 @@ from sluicegate.settings import Settings
 from sluicegate.testing import FakeClock
 
 LIMIT, BATCH_LIMIT = 2_000, 20_000
-
-
-@pytest.fixture
-async def system(clock: FakeClock) -> AsyncIterator[System]:
-    async with serve_system(clock) as system:
-        yield system
 
 
 @pytest.fixture

@@ -8,23 +8,16 @@ looks again, through the API only.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.loopback import System, serve_system, until
+from tests.loopback import System, until
 from tests.service.conftest import WINDOW, Running, StartService
 from tests.service.test_calls_api import call, deploy_throttling
 from tests.service.test_service_e2e import ADOBE, deploy_capping, post
 
 from sluicegate.outcomes import INTERRUPTED
 from sluicegate.testing import FakeClock
-
-
-@pytest.fixture
-async def system(clock: FakeClock) -> AsyncIterator[System]:
-    async with serve_system(clock) as system:
-        yield system
 
 
 @pytest.fixture

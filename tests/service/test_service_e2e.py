@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from tests.loopback import System, serve_system, until
+from tests.loopback import System, until
 from tests.service.conftest import WINDOW, Running, StartService
 from tests.service.test_calls_api import call, deploy_throttling
 
@@ -23,12 +21,6 @@ from sluicegate.testing import FakeClock
 
 ADOBE = "/journey/orchestration"
 NO_DELAY = Settings(allow_loopback=True, retry_schedule=(0.0, 0.0, 0.0))
-
-
-@pytest.fixture
-async def system(clock: FakeClock) -> AsyncIterator[System]:
-    async with serve_system(clock) as system:
-        yield system
 
 
 async def deploy_capping(

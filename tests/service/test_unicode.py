@@ -5,29 +5,14 @@ and one tenant sending them never fails another tenant's calls."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-from tests.loopback import System, serve_system
-from tests.service.conftest import Running, StartService
+from tests.loopback import System
+from tests.service.conftest import Running
 from tests.service.test_calls_api import call, deploy_throttling
-
-from sluicegate.testing import FakeClock
 
 LONE = "\udfff"
 ADOBE = "/journey/orchestration"
-
-
-@pytest.fixture
-async def system(clock: FakeClock) -> AsyncIterator[System]:
-    async with serve_system(clock) as system:
-        yield system
-
-
-@pytest.fixture
-async def service(start_service: StartService, clock: FakeClock) -> Running:
-    return await start_service(clock=clock)
 
 
 def bodies(system: System) -> list[Any]:
