@@ -15,23 +15,21 @@ that it is answered exactly as before, from one definition of each rule.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sluicegate.service import callflow
 from sluicegate.service.context import CALL, Context, admit, identify
-from sluicegate.service.limits import replay
-from sluicegate.service.problems import answer
+from sluicegate.service.limits import replay, send_json
+from sluicegate.service.problems import answer, render
 from sluicegate.service.routes.call_models import BatchIn, CallIn
 from sluicegate.service.runtime import Runtime
 
 PREFIX = "/v1/calls"
 M = TypeVar("M", bound=BaseModel)
-_JSON = [(b"content-type", b"application/json")]
 
 
 class FastPath:
@@ -67,8 +65,9 @@ class FastPath:
             found = answer(exc, scope["path"])
             if found is None:
                 raise
-            status, text = found[0], _dumps(found[1])
-        await _send(send, status, text.encode())
+            await send_json(send, found[0], render(found[1]))
+            return
+        await send_json(send, status, text.encode())
 
 
 class _Refused(Exception):
@@ -139,14 +138,3 @@ async def _body(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _dumps(doc: dict[str, Any]) -> str:
-    """JSON as the framework writes it (compact, UTF-8), so both doors answer alike."""
-    return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-async def _send(send: Send, status: int, body: bytes) -> None:
-    length = [(b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": _JSON + length})
-    await send({"type": "http.response.body", "body": body})

@@ -12,13 +12,11 @@ same model: the server's plain-text page is never sent.
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sluicegate.service.problems import Problem, answer, unexpected
+from sluicegate.service.problems import Problem, answer, render, unexpected
 from sluicegate.settings import Settings
 
 MAX_HEADERS = 100
@@ -46,7 +44,7 @@ class Limits:
         except Problem as problem:
             found = answer(problem, scope["path"])
             assert found is not None
-            await _send_json(send, *found)
+            await send_json(send, found[0], render(found[1]), close=True)
             return
         if body is None:  # the client went away
             return
@@ -64,16 +62,18 @@ class Limits:
                 raise
             log.exception("%s %s failed", scope["method"], scope["path"])
             status, content = unexpected(scope["path"])
-            await _send_json(send, status, content)
+            await send_json(send, status, render(content), close=True)
 
 
-async def _send_json(send: Send, status: int, content: dict[str, Any]) -> None:
-    """An error answer; the connection is closed after it (the request may be unread)."""
-    text = json.dumps(content, separators=(",", ":")).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"connection", b"close"),
-        (b"content-length", str(len(text)).encode())]})  # fmt: skip
-    await send({"type": "http.response.body", "body": text})
+async def send_json(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+    """Answer ``body`` (JSON) with ``status``; ``close`` the connection after it when the
+    request may be left unread."""
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]  # fmt: skip
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _check_headers(scope: Scope) -> None:

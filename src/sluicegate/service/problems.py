@@ -13,6 +13,7 @@ for a name already taken: :data:`INPUT_STATUS`), never 500.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -108,6 +109,13 @@ def body(
                           "service": "sluicegate"}  # fmt: skip
     found.update(extra or {})
     return found
+
+
+def render(content: dict[str, Any]) -> bytes:
+    """An error body as bytes, written as the framework writes JSON (compact, UTF-8), for
+    the answers sent outside it (the call routes' door, the limits, the server's 400)."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":")).encode()  # fmt: skip
 
 
 def problem(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -21,7 +20,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sluicegate.collector import tune
 from sluicegate.service.app import create_app
-from sluicegate.service.problems import unparsable
+from sluicegate.service.problems import render, unparsable
 from sluicegate.service.runtime import Runtime, open_runtime
 from sluicegate.service.tenants import Role
 from sluicegate.settings import Settings
@@ -46,7 +45,7 @@ class _Http(HttpToolsProtocol):
     rather than in plain text."""
 
     def send_400_response(self, msg: str) -> None:
-        text = json.dumps(unparsable(msg), separators=(",", ":")).encode()
+        text = render(unparsable(msg))
         self.transport.write(
             b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
             b"content-length: " + str(len(text)).encode() + b"\r\nconnection: close\r\n\r\n" + text
