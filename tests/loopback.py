@@ -16,12 +16,13 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from sluicegate.testing import FakeClock
@@ -198,14 +199,15 @@ class Served:
 
 @asynccontextmanager
 async def sluicegate_serve(
-    data_dir: Path, *args: str, env: dict[str, str] | None = None
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, within: Sequence[str] = ()
 ) -> AsyncIterator[Served]:
     """Run ``sluicegate serve --dev`` on ``data_dir`` for the block (extra ``args`` after,
-    extra environment variables ``env``), once it is serving. At the end: SIGTERM, then
-    SIGKILL if it has not exited in 20 s."""
+    extra environment variables ``env``, the command run by ``within`` if given), once it
+    is serving. At the end: SIGTERM, then SIGKILL if it has not exited in 20 s."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        *SLUICEGATE, "serve", "--dev", "--port", str(port), "--data-dir", str(data_dir), *args,
+        *within, *SLUICEGATE, "serve", "--dev", "--port", str(port), "--data-dir", str(data_dir),
+        *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )  # fmt: skip
@@ -235,3 +237,37 @@ async def sluicegate_serve(
                 process.kill()
                 await process.wait()
         await reader
+
+
+#: Where Adobe's configuration API lives.
+ADOBE = "/journey/orchestration"
+
+
+@dataclass
+class Api:
+    """The HTTP API of a :func:`sluicegate_serve` with its development key (org ``demo``,
+    sandbox ``prod``)."""
+
+    served: Served
+    http: aiohttp.ClientSession
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.served.token}", "x-gw-ims-org-id": "demo",
+                "x-sandbox-name": "prod"}  # fmt: skip
+
+    async def post(self, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.http.post(self.served.base + path, json=body, headers=self.headers) as r:
+            return r.status, (await r.json() if r.content_length else None)
+
+    async def deploy(self, kind: str, payload: dict[str, Any]) -> None:
+        status, created = await self.post(f"{ADOBE}/{kind}", payload)
+        assert 200 == status, created
+        assert (204, None) == await self.post(f"{ADOBE}/{kind}/{created['uid']}/deploy")
+
+    async def call(self, url: str, *, method: str = "POST", wait: float = 0) -> dict[str, Any]:
+        body = {"journeyId": "load", "service": "action", "waitSeconds": wait,
+                "request": {"method": method, "url": url}}  # fmt: skip
+        status, answer = await self.post("/v1/calls", body)
+        assert status in (200, 202), answer
+        return dict(answer)

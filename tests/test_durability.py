@@ -11,12 +11,14 @@ import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.loopback import System, serve_system, until
 
 from conftest import API, GUARD_MS, ORG, SANDBOX, capping, deploy, throttling
 from sluicegate.configs import ConfigKind
+from sluicegate.errors import StorageError
 from sluicegate.gate import Gate
 from sluicegate.outcomes import Outcome
 from sluicegate.settings import HOUR, Settings
@@ -132,3 +134,24 @@ async def test_a_restart_keeps_capping_windows_exact(tmp_path: Path) -> None:
         assert Outcome.CAPPED is (await gate.call(**call)).outcome
         await clock.advance(0.5 + GUARD_MS / 1000)
         assert Outcome.SUCCESS is (await gate.call(**call)).outcome
+
+
+async def test_a_call_whose_slot_cannot_be_recorded_is_never_sent(
+    tmp_path: Path, open_gate: Any
+) -> None:
+    """A journal that cannot record a slot (a full disk, here a missing table) lets no
+    request leave: a direct call ends ``capped`` with the storage error and no attempt; a
+    throttled call is refused (StorageError) rather than let in and dropped."""
+    gate, transport = await open_gate(lambda request: Response(status=200), tmp_path)
+    await deploy(gate, ConfigKind.THROTTLING, throttling(f"{API}/queued/*", 200))
+    await gate._backend._db.execute("sabotage", "DROP TABLE slots")
+
+    direct = await gate.call(org=ORG, sandbox=SANDBOX, journey="j", service="action",
+                             method="POST", url=f"{API}/direct")  # fmt: skip
+    with pytest.raises(StorageError):
+        await gate.submit(org=ORG, sandbox=SANDBOX, journey="j", service="action",
+                          method="POST", url=f"{API}/queued/1")  # fmt: skip
+
+    assert (Outcome.CAPPED, 0, []) == (direct.outcome, direct.attempts, transport.requests)
+    assert direct.error is not None
+    assert "no capping decision" in direct.error.message

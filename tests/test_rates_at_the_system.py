@@ -14,20 +14,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from tests.arrivals import Arrival, ArrivalSystem, arrivals_system, busy_core
-from tests.loopback import Served, eventually, sluicegate_serve
+from tests.loopback import Api, eventually, sluicegate_serve
 
 from sluicegate.testing import most_in_window
 
 CLIENTS = 200
 SECONDS = 10
-ADOBE = "/journey/orchestration"
 #: Share of the possible calls that must reach the external system.
 UTILISATION = 0.95
 #: The same for a throttling queue drained with a core kept busy: measured 0.92-1.00 on
@@ -36,35 +34,6 @@ UTILISATION = 0.95
 THROTTLED_UTILISATION = 0.85
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Api:
-    """The service's HTTP API with the development key (org ``demo``, sandbox ``prod``)."""
-
-    served: Served
-    http: aiohttp.ClientSession
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.served.token}", "x-gw-ims-org-id": "demo",
-                "x-sandbox-name": "prod"}  # fmt: skip
-
-    async def post(self, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.http.post(self.served.base + path, json=body, headers=self.headers) as r:
-            return r.status, (await r.json() if r.content_length else None)
-
-    async def deploy(self, kind: str, payload: dict[str, Any]) -> None:
-        status, created = await self.post(f"{ADOBE}/{kind}", payload)
-        assert 200 == status, created
-        assert (204, None) == await self.post(f"{ADOBE}/{kind}/{created['uid']}/deploy")
-
-    async def call(self, url: str, *, method: str = "POST", wait: float = 0) -> dict[str, Any]:
-        body = {"journeyId": "load", "service": "action", "waitSeconds": wait,
-                "request": {"method": method, "url": url}}  # fmt: skip
-        status, answer = await self.post("/v1/calls", body)
-        assert status in (200, 202), answer
-        return dict(answer)
 
 
 async def drive(

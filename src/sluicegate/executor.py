@@ -256,6 +256,13 @@ class Executor:
                     progress.retries -= retry
                 progress.failed(AttemptError(kind=ErrorKind.BLOCKED, message=str(exc)))
                 return Outcome.BLOCKED
+            except StorageError as exc:  # its slots could not be recorded: nothing left
+                progress.attempts -= 1
+                progress.retries -= retry
+                if progress.stored and not progress.attempts:
+                    raise  # the gate puts it back
+                progress.failed(_undecided(exc))
+                return Outcome.CAPPED
             except TransportError as exc:
                 error = AttemptError(kind=ErrorKind.NETWORK, message=str(exc))
             except Exception as exc:  # a transport bug must still end as an outcome, not a crash

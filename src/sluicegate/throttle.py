@@ -98,15 +98,22 @@ class Throttling:
             dispatcher.poke()
 
     async def admit(self, call_id: str, call: Call, target: ThrottleTarget) -> Grant | None:
-        """A slot at once when nobody waits and one is free; otherwise store the call
-        (durably, when this returns) for its queue's dispatcher and return ``None``. A
-        caller cancelled before the call is stored takes it out of the queue again."""
+        """A slot at once when nobody waits and one is free, recorded; otherwise store the
+        call (durably, when this returns) for its queue's dispatcher and return ``None``.
+        :class:`~sluicegate.errors.StorageError` when neither can be recorded: the call is
+        refused, never let in to be dropped. A caller cancelled before the call is stored
+        takes it out of the queue again."""
         key = target.key
         self._rates.setdefault(key, target.rate)
         dispatcher = self._dispatchers.get(key)
         if dispatcher is None or not dispatcher.waiting():  # the store checks the queue
             found = await self._slots.acquire((self.limit(key),), self._now_ms(), behind=key)
             if isinstance(found, Grant):
+                try:  # a store that cannot record it refuses the call rather than drop it
+                    await self._slots.recorded(found)
+                except BaseException:
+                    self._slots.release(found)
+                    raise
                 return found
         now = self._clock.now()
         item = QueuedCall(call_id=call_id, queue=key, call=call, enqueued_at=now,

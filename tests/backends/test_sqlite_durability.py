@@ -188,6 +188,27 @@ async def test_failed_batch_raises_storage_error_to_its_pushers(
         await backend.aclose()
 
 
+async def test_a_reservation_whose_commit_failed_is_never_recorded(tmp_path: Path) -> None:
+    """A slot reservation in a batch that failed raises StorageError from ``recorded``,
+    also when asked after the batch is over: its request must not leave unrecorded."""
+    backend = await opened(tmp_path)
+    try:
+        await backend._db.execute("sabotage", "DROP TABLE slots")
+        limits = (Limit(key="k", count=1000, period_ms=1000),)
+        grant = await backend.slots.acquire(limits, 0)
+        assert isinstance(grant, Grant)
+        with pytest.raises(StorageError):
+            await backend.slots.recorded(grant)
+        late = await backend.slots.acquire(limits, 0)
+        assert isinstance(late, Grant)
+        while backend._commits._drainer is not None:  # its batch fails before it is asked
+            await asyncio.sleep(0)
+        with pytest.raises(StorageError):
+            await backend.slots.recorded(late)
+    finally:
+        await backend.aclose()
+
+
 async def test_cancelled_push_does_not_cancel_its_batch(tmp_path: Path, queued: MakeQueued) -> None:
     """Cancelling one pusher leaves the other pushes of the same batch to complete."""
     backend = await opened(tmp_path)

@@ -20,6 +20,8 @@ from sluicegate.backends.database import Database
 from sluicegate.errors import StorageError
 
 _Run = tuple[str, list[tuple[Any, ...]]]  # consecutive writes of one statement
+#: Failed batches remembered, so that a writer asking after one that is over still hears.
+_KEPT_FAILURES = 64
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +42,7 @@ class GroupCommit:
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._drainer: asyncio.Task[None] | None = None  # None exactly when nothing is pending
         self._closed = False
+        self._failed: dict[int, Exception] = {}  # the last failed batches, oldest first
         self.failures = 0  # batches that failed so far
 
     def add(self, sql: str, params: tuple[Any, ...]) -> int:
@@ -62,13 +65,17 @@ class GroupCommit:
     async def committed(self, batch: int) -> None:
         """Return once batch ``batch`` is committed.
 
-        Raises :class:`StorageError` when that batch failed (its writes are lost).
-        Cancelling this wait cancels nothing else. A batch already committed costs one
-        turn of the event loop: writers woken by its commit, earlier in line, go first, so
-        that what waits for its writes goes on in the order it waited.
+        Raises :class:`StorageError` when that batch failed (its writes are lost), also
+        when it is asked after the failure. Cancelling this wait cancels nothing else. A
+        batch already committed costs one turn of the event loop: writers woken by its
+        commit, earlier in line, go first, so that what waits for its writes goes on in
+        the order it waited.
         """
         if batch <= self._written:
             await asyncio.sleep(0)
+            error = self._failed.get(batch)
+            if error is not None:
+                raise StorageError(str(error)) from error
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(batch, []).append(waiter)
@@ -90,6 +97,9 @@ class GroupCommit:
                     log.error("a batch of %d writes failed: %s", len(runs), exc)
                     error = exc
                     self.failures += 1
+                    self._failed[batch] = exc
+                    if len(self._failed) > _KEPT_FAILURES:
+                        del self._failed[next(iter(self._failed))]
                 self._written = batch
                 for waiter in self._waiters.pop(batch, ()):
                     if waiter.done():  # its writer gave up waiting

@@ -16,7 +16,7 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sluicegate.service.problems import Problem, answer, render, unexpected
+from sluicegate.service.problems import Problem, advice, answer, render, unexpected
 from sluicegate.settings import Settings
 
 MAX_HEADERS = 100
@@ -70,6 +70,7 @@ async def send_json(send: Send, status: int, body: bytes, *, close: bool = False
     request may be left unread."""
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]  # fmt: skip
+    headers += [(name.lower().encode(), value.encode()) for name, value in advice(status).items()]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})

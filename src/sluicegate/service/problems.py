@@ -111,6 +111,12 @@ def body(
     return found
 
 
+def advice(status: int) -> dict[str, str]:
+    """The headers an error answer carries: ``Retry-After`` (a second) where the same
+    request may work later — the storage was unavailable, the service busy."""
+    return {"Retry-After": "1"} if status in (429, 503) else {}
+
+
 def render(content: dict[str, Any]) -> bytes:
     """An error body as bytes, written as the framework writes JSON (compact, UTF-8), for
     the answers sent outside it (the call routes' door, the limits, the server's 400)."""
@@ -128,7 +134,7 @@ def problem(
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     content = body(request.url.path, status, code, message, family=family, extra=extra)
-    return JSONResponse(content, status_code=status)
+    return JSONResponse(content, status_code=status, headers=advice(status))
 
 
 def answer(exc: Exception, path: str) -> tuple[int, dict[str, Any]] | None:
@@ -155,7 +161,7 @@ def answer(exc: Exception, path: str) -> tuple[int, dict[str, Any]] | None:
 async def _known(request: Request, exc: Exception) -> JSONResponse:
     found = answer(exc, request.url.path)
     assert found is not None  # registered only for the classes answer() knows
-    return JSONResponse(found[1], status_code=found[0])
+    return JSONResponse(found[1], status_code=found[0], headers=advice(found[0]))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from sluicegate.service.bodies import JsonRoute
 from sluicegate.service.context import runtime
-from sluicegate.service.problems import body
+from sluicegate.service.problems import advice, body
 
 router = APIRouter(route_class=JsonRoute, tags=["health"])
 
@@ -35,4 +35,4 @@ async def readyz(request: Request) -> Any:
     failing = ", ".join(name for name, state in checks.items() if state != "ok")
     content = body(request.url.path, 503, "NOT_READY", f"not ready: {failing}",
                    family="INTERNAL_ERROR", extra={"checks": checks})  # fmt: skip
-    return JSONResponse(content, status_code=503)
+    return JSONResponse(content, status_code=503, headers=advice(503))
