@@ -154,6 +154,28 @@ async def serve_ok() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+@asynccontextmanager
+async def serve_recording() -> AsyncIterator[tuple[str, list[web.Request]]]:
+    """An external system on 127.0.0.1 that answers 200 to anything and keeps every
+    request (read its headers and path; the body is not read); yields its base URL and
+    the requests in order of arrival."""
+    seen: list[web.Request] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+    finally:
+        await runner.cleanup()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
     with socket.socket() as probe:

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import aiohttp
 import pytest
-from tests.loopback import SLUICEGATE, sluicegate_serve
+from tests.loopback import SLUICEGATE, free_port, serve_recording, sluicegate_serve, until
+
+from sluicegate.call import Call
+from sluicegate.matching import throttle_key
+from sluicegate.sealing import parse_keys
+from sluicegate.storage import QueuedCall
+from sluicegate.wiring import open_backend
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -79,3 +86,32 @@ def test_demo_prints_the_outcome_table() -> None:
     assert "How every call ended" in done.stdout
     for journey in ("checkout", "welcome", "enrich"):
         assert journey in done.stdout
+
+
+@pytest.mark.slow
+async def test_serve_opens_sealed_calls_only_with_their_data_key(tmp_path: Path) -> None:
+    """A data dir holding a call sealed with a data key: `serve` without the key is a
+    one-line error and exit code 3; with it (SLUICEGATE_DATA_KEY) the call is delivered
+    whole, its Authorization header included."""
+    key = run("data-key").stdout.strip()
+    async with serve_recording() as (base, requests):
+        backend = await open_backend(tmp_path, parse_keys(key))
+        await backend.recover(0)
+        call = Call.build(org="demo", sandbox="prod", journey="j", service="action",
+                          method="POST", url=f"{base}/sealed",
+                          headers={"Authorization": "Bearer partner-secret"})  # fmt: skip
+        queue = throttle_key("demo", "t1")
+        await backend.queue.push(QueuedCall(call_id="sealed-1", call=call, queue=queue,
+                                            enqueued_at=time.time(), rate=200))  # fmt: skip
+        await backend.aclose()
+
+        done = run("serve", "--data-dir", str(tmp_path), "--port", str(free_port()))
+        assert 3 == done.returncode
+        assert "holds sealed calls: give its data key" in done.stderr
+        assert "Traceback" not in done.stderr + done.stdout
+
+        async with sluicegate_serve(tmp_path, env={"SLUICEGATE_DATA_KEY": key}):
+            await until(lambda: bool(requests))
+        assert [("/sealed", "Bearer partner-secret")] == [
+            (r.path, r.headers["Authorization"]) for r in requests
+        ]

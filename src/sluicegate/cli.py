@@ -33,6 +33,18 @@ RedisPrefix = Annotated[
                  help="Starts every Redis key: deployments sharing one Redis use different ones."),
 ]  # fmt: skip
 
+DataKey = Annotated[
+    str | None,
+    typer.Option("--data-key", envvar="SLUICEGATE_DATA_KEY", show_default=False,
+                 help="Seal queued calls at rest with this key (from `sluicegate data-key`); "
+                      "older keys after commas still open. Prefer the environment variable."),
+]  # fmt: skip
+DataKeyFile = Annotated[
+    Path | None,
+    typer.Option("--data-key-file", envvar="SLUICEGATE_DATA_KEY_FILE",
+                 help="A file holding the data key(s), instead of --data-key."),
+]  # fmt: skip
+
 TransportName = Annotated[
     str,
     typer.Option("--transport", envvar="SLUICEGATE_TRANSPORT",
@@ -76,19 +88,34 @@ def serve(
     postgres: PostgresUrl = None,
     redis_prefix: RedisPrefix = "sg",
     transport: TransportName = "aiohttp",
+    data_key: DataKey = None,
+    data_key_file: DataKeyFile = None,
 ) -> None:
     """Run the HTTP service: the Adobe-compatible configuration API, calls and reports.
 
     Alone, it keeps its data in --data-dir (SQLite). Several instances behind one load
     balancer share --redis and --postgres instead, and enforce one set of rules together."""
     from sluicegate.errors import InvalidInput, StorageError
+    from sluicegate.sealing import parse_keys
     from sluicegate.service.server import run
     from sluicegate.service.server import serve as serve_forever
     from sluicegate.settings import Settings
 
     where = _storage(data_dir, redis, postgres, prefix=redis_prefix)
     try:
-        settings = Settings(allow_loopback=dev, transport=transport)  # type: ignore[arg-type]
+        if data_key_file is not None:
+            try:
+                data_key = data_key_file.read_text().strip()
+            except OSError as exc:
+                raise InvalidInput("INVALID_SETTINGS", f"cannot read it: {exc}") from None
+        keys = parse_keys(data_key) if data_key else ()
+    except InvalidInput as exc:
+        option = "--data-key-file" if data_key_file is not None else "--data-key"
+        typer.echo(f"error: {option}: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        settings = Settings(allow_loopback=dev, transport=transport,  # type: ignore[arg-type]
+                            data_keys=keys)  # fmt: skip
     except InvalidInput as exc:
         typer.echo(f"error: --transport: {exc.message}", err=True)
         raise typer.Exit(2) from None
@@ -98,6 +125,15 @@ def serve(
     except StorageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from None
+
+
+@app.command("data-key")
+def data_key() -> None:
+    """Print a new random data key for --data-key / SLUICEGATE_DATA_KEY. Keep it apart
+    from the data dir: whoever holds both reads the queued calls."""
+    from sluicegate.sealing import new_key
+
+    typer.echo(new_key())
 
 
 @keys.command("create")

@@ -96,7 +96,7 @@ class Gate:
         :class:`~sluicegate.wiring.Shared` by several instances (Redis + PostgreSQL)."""
         settings = settings or Settings()
         clock = clock or SystemClock()
-        backend = await open_backend(data_dir)
+        backend = await open_backend(data_dir, settings.data_keys)
         try:
             rules = RuleBook(backend.configs, clock, settings)
             await rules.load()

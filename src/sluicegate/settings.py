@@ -8,6 +8,7 @@ from typing import Literal
 
 from sluicegate.errors import InvalidInput
 from sluicegate.retry import RETRY_SCHEDULE
+from sluicegate.sealing import check_keys
 
 HOUR = 3600.0
 
@@ -34,6 +35,8 @@ class Settings:
     of the default transport: ``"aiohttp"``, or ``"reqwest"`` (pyreqwest), faster but
     with the gaps "Transports" in ``docs/engine.md`` lists. The service reads request
     bodies of at most ``max_request_bytes``, and ``max_batch_bytes`` for a batch of calls.
+    ``data_keys`` (AES keys of 16, 24 or 32 bytes; the first seals, all open) seal queued
+    calls' URLs, headers and bodies at rest (:mod:`sluicegate.sealing`); never shown.
     """
 
     action_default: DefaultCap = DefaultCap(count=300_000, period_ms=60_000)
@@ -52,6 +55,7 @@ class Settings:
     transport: Literal["aiohttp", "reqwest"] = "aiohttp"
     max_request_bytes: int = 1 << 20
     max_batch_bytes: int = 16 << 20
+    data_keys: tuple[bytes, ...] = field(default=(), repr=False)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,5 +76,6 @@ class Settings:
             raise InvalidInput("INVALID_SETTINGS", "request body limits must be >= 1")
         if self.send_guard_ms < 0 or self.max_redirects < 0:
             raise InvalidInput("INVALID_SETTINGS", "send_guard_ms and max_redirects must be >= 0")
+        check_keys(self.data_keys)
         if self.transport not in ("aiohttp", "reqwest"):
             raise InvalidInput("INVALID_SETTINGS", "transport must be 'aiohttp' or 'reqwest'")

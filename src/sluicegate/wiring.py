@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sluicegate.backends.memory import MemoryBackend
 from sluicegate.egress import EgressPolicy
+from sluicegate.sealing import Sealer
 from sluicegate.settings import Settings
 from sluicegate.storage import Backend
 from sluicegate.transport import Transport
@@ -29,18 +31,20 @@ class Shared:
 Storage = str | Path | Shared | None
 
 
-async def open_backend(where: Storage) -> Backend:
-    """Memory when ``where`` is None; SQLite in a data directory; or Redis + PostgreSQL."""
+async def open_backend(where: Storage, data_keys: Sequence[bytes] = ()) -> Backend:
+    """Memory when ``where`` is None; SQLite in a data directory; or Redis + PostgreSQL.
+    With ``data_keys``, queued calls are sealed at rest (:mod:`sluicegate.sealing`)."""
     if where is None:
-        return MemoryBackend()
+        return MemoryBackend()  # nothing at rest
+    sealer = Sealer(data_keys) if data_keys else None
     if isinstance(where, Shared):
-        return await _open_shared(where)
+        return await _open_shared(where, sealer)
     from sluicegate.backends.sqlite import SqliteBackend
 
-    return await SqliteBackend.open(Path(where))
+    return await SqliteBackend.open(Path(where), sealer)
 
 
-async def _open_shared(shared: Shared) -> Backend:
+async def _open_shared(shared: Shared, sealer: Sealer | None) -> Backend:
     from sluicegate.backends.postgres import (
         CONFIG_MIGRATIONS,
         PostgresConfigStore,
@@ -53,7 +57,7 @@ async def _open_shared(shared: Shared) -> Backend:
         await db.start()
         return await RedisBackend.open(
             shared.redis_url, PostgresConfigStore(db), prefix=shared.prefix,
-            server_time=shared.server_time, closing=db.aclose,
+            server_time=shared.server_time, closing=db.aclose, sealer=sealer,
         )  # fmt: skip
     except BaseException:
         await db.aclose()

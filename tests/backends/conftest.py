@@ -39,11 +39,28 @@ async def _shared(_: Path) -> AsyncIterator[Backend]:
         yield await open_backend(replace(where, server_time=False))
 
 
+#: A data key of the tests (:mod:`sluicegate.sealing`): stores that seal queued calls.
+DATA_KEY = bytes(range(32))
+
+
+@asynccontextmanager
+async def _sqlite_sealed(tmp_path: Path) -> AsyncIterator[Backend]:
+    yield await open_backend(tmp_path / "data", (DATA_KEY,))
+
+
+@asynccontextmanager
+async def _shared_sealed(_: Path) -> AsyncIterator[Backend]:
+    async with shared() as where:
+        yield await open_backend(replace(where, server_time=False), (DATA_KEY,))
+
+
 #: Name -> opener given a fresh temporary directory. The parametrization follows this list.
 BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Backend]]] = {
     "memory": _memory,
     "sqlite": _sqlite,
     "shared": _shared,
+    "sqlite-sealed": _sqlite_sealed,
+    "shared-sealed": _shared_sealed,
 }
 
 

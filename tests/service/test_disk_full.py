@@ -11,19 +11,16 @@ that was accepted ends, and the external system received each of them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import shlex
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from tests.loopback import Api, eventually, sluicegate_serve
+from tests.loopback import Api, eventually, serve_recording, sluicegate_serve
 
 pytestmark = pytest.mark.slow
 
@@ -43,27 +40,6 @@ def namespaces_work() -> bool:
     if shutil.which("unshare") is None:
         return False
     return subprocess.run([*on_tmpfs(Path("/mnt")), "true"], capture_output=True).returncode == 0
-
-
-@contextlib.asynccontextmanager
-async def counting_system() -> AsyncIterator[tuple[str, list[str]]]:
-    """An external system that answers 200 and records each request's Idempotency-Key
-    (the call id); yields its base URL and the keys in order of arrival."""
-    seen: list[str] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        seen.append(request.headers.get("Idempotency-Key", ""))
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
-    finally:
-        await runner.cleanup()
 
 
 def fill(data_dir: Path) -> Path:
@@ -95,7 +71,7 @@ async def test_a_full_disk_refuses_with_503_and_loses_no_accepted_call(tmp_path:
     data = tmp_path / "data"
     data.mkdir()
     async with (
-        counting_system() as (base, seen),
+        serve_recording() as (base, requests),
         sluicegate_serve(data, within=on_tmpfs(data)) as served,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
     ):
@@ -120,7 +96,7 @@ async def test_a_full_disk_refuses_with_503_and_loses_no_accepted_call(tmp_path:
         async with asyncio.timeout(60):
             for call_id in accepted:
                 await eventually(partial(ended, api, call_id), seconds=60)
-        assert set(accepted) <= set(seen)
+        assert set(accepted) <= {request.headers.get("Idempotency-Key") for request in requests}
         assert served.process.returncode is None
 
 

@@ -50,6 +50,7 @@ from sluicegate.backends.redis_keys import Keys, ask
 from sluicegate.backends.redis_queue import RedisQueueStore
 from sluicegate.backends.redis_slots import RedisSlotStore
 from sluicegate.errors import StorageError
+from sluicegate.sealing import Sealer
 from sluicegate.storage import ConfigStore
 
 #: How long a connection stays held by an instance that stopped answering.
@@ -125,6 +126,7 @@ class RedisBackend:
         prefix: str = "sg",
         server_time: bool = True,
         closing: Callable[[], Awaitable[None]] | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         path = files("sluicegate.backends") / "lua"
         scripts = {name: client.register_script((path / f"{name}.lua").read_text())
@@ -134,7 +136,7 @@ class RedisBackend:
         self.client = client
         self.slots = RedisSlotStore(client, scripts, keys, instance=instance,
                                     server_time=server_time)  # fmt: skip
-        self.queue = RedisQueueStore(client, scripts, keys)
+        self.queue = RedisQueueStore(client, scripts, keys, sealer)
         self.connections = RedisConnections(client, scripts["connect"], keys, instance=instance)
         self.configs = configs
         self._closing = closing

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from sluicegate.backends.redis_keys import Keys, ask
 from sluicegate.call import Call, Service
 from sluicegate.errors import StorageError
+from sluicegate.sealing import Sealer
 from sluicegate.storage import QueuedCall, QueueDepth, Stored
 
 #: How long a claimed call stays with its instance without a renewal.
@@ -25,21 +26,35 @@ CLAIM_LEASE_MS = 10_000
 log = logging.getLogger(__name__)
 
 
-def _encode(item: QueuedCall) -> str:
+#: Starts a call's document that is sealed (:mod:`sluicegate.sealing`), base64 after it.
+_SEALED = "~"
+
+
+def _encode(item: QueuedCall, sealer: Sealer | None) -> str:
+    """The document of ``item``: JSON, or with a sealer the JSON sealed, in base64."""
     call = item.call
-    return json.dumps({
+    text = json.dumps({
         "org": call.org, "sandbox": call.sandbox, "journey": call.journey,
         "service": str(call.service), "method": call.method, "url": call.url,
         "headers": dict(call.headers), "timeout": call.timeout_seconds,
         "body": base64.b64encode(call.body).decode(),
     }, separators=(",", ":"))  # fmt: skip
+    if sealer is None:
+        return text
+    return _SEALED + base64.b64encode(sealer.seal(text.encode(), item.call_id)).decode()
 
 
-def _decode(queue: str, call_id: str, text: str | None, meta: str | None) -> QueuedCall:
+def _decode(
+    sealer: Sealer | None, queue: str, call_id: str, text: str | None, meta: str | None
+) -> QueuedCall:
     try:
         if text is None or not meta:
             raise ValueError("its data is missing")
         _, enqueued_at, rate = meta.split(" ")
+        if text.startswith(_SEALED):
+            if sealer is None:
+                raise StorageError(f"queued call {call_id!r} is sealed and no data key is given")
+            text = sealer.open(base64.b64decode(text[1:]), call_id).decode()
         doc = json.loads(text)
         call = Call(
             org=doc["org"], sandbox=doc["sandbox"], journey=doc["journey"],
@@ -60,8 +75,15 @@ class RedisQueueStore:
 
     shared = True
 
-    def __init__(self, client: aioredis.Redis, scripts: dict[str, AsyncScript], keys: Keys) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        scripts: dict[str, AsyncScript],
+        keys: Keys,
+        sealer: Sealer | None = None,
+    ) -> None:
         self._client = client
+        self._sealer = sealer
         self._scripts = scripts
         self._keys = keys
         self._depth: dict[str, int] = {}
@@ -99,7 +121,12 @@ class RedisQueueStore:
                 pipe.sadd(self._keys.queues, item.queue)
                 await self._scripts["push"](
                     keys=[seq, waiting, data, meta],
-                    args=[item.call_id, _encode(item), repr(item.enqueued_at), item.rate],
+                    args=[
+                        item.call_id,
+                        _encode(item, self._sealer),
+                        repr(item.enqueued_at),
+                        item.rate,
+                    ],
                     client=pipe,
                 )
             try:
@@ -119,7 +146,7 @@ class RedisQueueStore:
         )
         found = await ask("claiming calls", request)
         self._depth[queue] = int(found[0])
-        items = [_decode(queue, *found[i : i + 3]) for i in range(1, len(found), 3)]
+        items = [_decode(self._sealer, queue, *found[i : i + 3]) for i in range(1, len(found), 3)]
         for item in items:
             self._mine[item.call_id] = queue
         if items and (self._renewer is None or self._renewer.done()):
@@ -136,7 +163,7 @@ class RedisQueueStore:
         expired = [found[i] for i in range(2, len(found), 3)]
         if expired:
             await ask("expiring calls", self._client.hdel(self._keys.index, *expired))
-        items = [_decode(queue, *found[i : i + 3]) for i in range(2, len(found), 3)]
+        items = [_decode(self._sealer, queue, *found[i : i + 3]) for i in range(2, len(found), 3)]
         return items, float(found[1]) if found[1] else None
 
     async def remove(self, call_id: str) -> None:
