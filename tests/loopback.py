@@ -268,14 +268,17 @@ ADOBE = "/journey/orchestration"
 @dataclass
 class Api:
     """The HTTP API of a :func:`sluicegate_serve` with its development key (org ``demo``,
-    sandbox ``prod``)."""
+    sandbox ``prod``), or with ``token`` of ``org``."""
 
     served: Served
     http: aiohttp.ClientSession
+    token: str | None = None  # another key than the development key, and its org
+    org: str = "demo"
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.served.token}", "x-gw-ims-org-id": "demo",
+        token = self.token or self.served.token
+        return {"Authorization": f"Bearer {token}", "x-gw-ims-org-id": self.org,
                 "x-sandbox-name": "prod"}  # fmt: skip
 
     async def post(self, path: str, body: Any = None) -> tuple[int, Any]:

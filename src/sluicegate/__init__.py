@@ -21,6 +21,7 @@ from sluicegate.errors import (
     InvalidInput,
     SluicegateError,
     StorageError,
+    TooManyCalls,
     TransportError,
 )
 from sluicegate.gate import Gate
@@ -62,6 +63,7 @@ __all__ = [
     "SluicegateError",
     "StorageError",
     "SystemClock",
+    "TooManyCalls",
     "Transport",
     "TransportError",
     "Validation",

@@ -90,6 +90,22 @@ def serve(
     transport: TransportName = "aiohttp",
     data_key: DataKey = None,
     data_key_file: DataKeyFile = None,
+    max_in_flight_per_org: Annotated[
+        int,
+        typer.Option(
+            envvar="SLUICEGATE_MAX_IN_FLIGHT_PER_ORG",
+            min=1,
+            help="Calls one org may have in flight; over it, 429.",
+        ),
+    ] = 10_000,
+    max_queued_per_org: Annotated[
+        int,
+        typer.Option(
+            envvar="SLUICEGATE_MAX_QUEUED_PER_ORG",
+            min=0,
+            help="Calls one org may have waiting in queues; over it, 429.",
+        ),
+    ] = 10_000_000,
 ) -> None:
     """Run the HTTP service: the Adobe-compatible configuration API, calls and reports.
 
@@ -114,8 +130,11 @@ def serve(
         typer.echo(f"error: {option}: {exc.message}", err=True)
         raise typer.Exit(2) from None
     try:
-        settings = Settings(allow_loopback=dev, transport=transport,  # type: ignore[arg-type]
-                            data_keys=keys)  # fmt: skip
+        settings = Settings(
+            allow_loopback=dev, transport=transport,  # type: ignore[arg-type]
+            data_keys=keys, max_in_flight_per_org=max_in_flight_per_org,
+            max_queued_per_org=max_queued_per_org,
+        )  # fmt: skip
     except InvalidInput as exc:
         typer.echo(f"error: --transport: {exc.message}", err=True)
         raise typer.Exit(2) from None

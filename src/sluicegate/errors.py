@@ -10,6 +10,7 @@ failures of the machinery itself::
     │   └── InvalidConfig     a rule payload that does not validate
     ├── ConfigError           a lifecycle rule refused (delete while deployed, ...)
     │   └── ConfigNotFound    no config with that uid in this org and sandbox
+    ├── TooManyCalls          an org is over its quota of calls in flight or queued: later
     ├── TransportError        a request failed without an HTTP status (connect, reset, TLS, DNS)
     │   └── EgressBlocked     the egress policy refused the URL or the address it resolves to
     └── StorageError          a backend failed
@@ -72,6 +73,17 @@ class ConfigNotFound(ConfigError):
         super().__init__(AdobeCode.NOT_FOUND, f"{kind} config {uid!r} not found")
         self.kind = kind
         self.uid = uid
+
+
+class TooManyCalls(SluicegateError):
+    """The call's org has its quota of calls in flight, or of calls waiting in queues
+    (``Settings.max_in_flight_per_org``, ``max_queued_per_org``): the call was not made;
+    the same call may be accepted later. ``code`` says which quota."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
 
 
 class TransportError(SluicegateError):

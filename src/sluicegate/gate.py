@@ -26,6 +26,7 @@ from sluicegate.executor import Executor
 from sluicegate.handle import CallHandle, CallState, Waiters
 from sluicegate.matching import Resolution, throttle_key, throttle_owner
 from sluicegate.outcomes import AttemptError, CallResult, ErrorKind, Outcome
+from sluicegate.quotas import Quotas
 from sluicegate.records import ConfigKind, ConfigRecord
 from sluicegate.reporting import Counters, Reporter
 from sluicegate.retry import RetryPolicy
@@ -76,6 +77,9 @@ class Gate:
             retry=RetryPolicy(schedule=settings.retry_schedule), resolve=rules.resolve,
             max_redirects=settings.max_redirects,
         )  # fmt: skip
+        self._quotas = Quotas(max_in_flight=settings.max_in_flight_per_org,
+                              max_queued=settings.max_queued_per_org,
+                              queued=self._throttling.queued)  # fmt: skip
         self._running: dict[str, asyncio.Task[object]] = {}
         self._waiters = Waiters()  # held weakly: a dropped handle frees its own
         self._closing = False
@@ -132,14 +136,18 @@ class Gate:
 
         Takes a :class:`~sluicegate.call.Call` built with ``Call.build(...)``, or its parts
         (:class:`~sluicegate.call.CallArgs`) as keywords. Raises
-        :class:`~sluicegate.errors.InvalidCall` for input that cannot be a call; every other
-        ending, including capping and timeouts, is a returned outcome.
+        :class:`~sluicegate.errors.InvalidCall` for input that cannot be a call, and
+        :class:`~sluicegate.errors.TooManyCalls` when its org is over a quota
+        (:mod:`sluicegate.quotas`); every other ending, including capping and timeouts, is
+        a returned outcome.
         """
         call = call if call is not None else Call.build(**args)
         call_id = new_call_id(self._clock.now())
         resolution = self._door(call, call_id)
         if isinstance(resolution, CallResult):
             return resolution
+        org = call.org
+        self._quotas.check(org, throttled=resolution.throttle is not None)
         grant = None
         if resolution.throttle is not None:
             future = self._waiters.future(call_id)  # before it is queued, dispatched, ended
@@ -147,8 +155,12 @@ class Gate:
             if grant is None:
                 return await self._queued(future, call_id)
         # What _run does, inline: a call that runs at once goes through one coroutine less.
-        result = await self._executor.run(call, resolution, call_id=call_id, grant=grant,
-                                          interrupted=self._report)  # fmt: skip
+        self._quotas.started(org)
+        try:
+            result = await self._executor.run(call, resolution, call_id=call_id, grant=grant,
+                                              interrupted=self._report)  # fmt: skip
+        finally:
+            self._quotas.ended(org)
         return self._report(call, result)
 
     @overload
@@ -172,12 +184,13 @@ class Gate:
         resolution = self._door(call, call_id)
         queued = False
         if not isinstance(resolution, CallResult):
+            self._quotas.check(call.org, throttled=resolution.throttle is not None)
             grant = None
             if resolution.throttle is not None:
                 grant = await self._throttling.admit(call_id, call, resolution.throttle)
                 queued = grant is None
             if not queued:
-                self._spawn(call_id, self._run(call, call_id, resolution, grant))
+                self._spawn(call.org, call_id, self._run(call, call_id, resolution, grant))
         return CallHandle(call_id, future, queued=queued, running=self._running)
 
     def watch(self, call_id: str) -> CallHandle:
@@ -206,6 +219,12 @@ class Gate:
     async def slots_in_use(self, key: str) -> int:
         """Slots held right now of the rate rule ``key`` (see :mod:`sluicegate.matching`)."""
         return await self._backend.slots.in_use(key, int(self._clock.now() * 1000))
+
+    @property
+    def failures(self) -> int:
+        """Times a background task of this gate (a queue's dispatcher) failed and was
+        started again."""
+        return self._throttling.failures
 
     def connections_in_use(self, key: str) -> int:
         """Requests holding one of the connections of ``key`` right now."""
@@ -262,7 +281,7 @@ class Gate:
 
     def _dispatched(self, item: QueuedCall, grant: Grant) -> None:
         """A queue's dispatcher hands over its head call with its slot: run it."""
-        self._spawn(item.call_id, self._run_stored(item, grant))
+        self._spawn(item.call.org, item.call_id, self._run_stored(item, grant))
 
     def _expired(self, item: QueuedCall) -> None:
         error = AttemptError(kind=ErrorKind.EXPIRED, message="six hours in the throttling queue")
@@ -273,14 +292,16 @@ class Gate:
     def _queued_ms(self, item: QueuedCall) -> float:
         return max(0.0, (self._clock.now() - item.enqueued_at) * 1000)
 
-    def _spawn(self, call_id: str, work: Coroutine[Any, Any, object]) -> None:
-        """Run a call in the background; its handle's future learns how it ended (a call
-        put back in its queue keeps its waiters)."""
+    def _spawn(self, org: str, call_id: str, work: Coroutine[Any, Any, object]) -> None:
+        """Run a call of ``org`` in the background; its handle's future learns how it
+        ended (a call put back in its queue keeps its waiters)."""
         task = asyncio.create_task(work, name=f"call {call_id}")
         self._running[call_id] = task
-        task.add_done_callback(partial(self._task_done, call_id))
+        self._quotas.started(org)
+        task.add_done_callback(partial(self._task_done, org, call_id))
 
-    def _task_done(self, call_id: str, task: asyncio.Task[object]) -> None:
+    def _task_done(self, org: str, call_id: str, task: asyncio.Task[object]) -> None:
+        self._quotas.ended(org)
         if self._running.get(call_id) is task:
             del self._running[call_id]
         error = None if task.cancelled() else task.exception()

@@ -34,7 +34,10 @@ class Settings:
     allows in any window (see ``docs/engine.md``). ``transport`` chooses the HTTP client
     of the default transport: ``"aiohttp"``, or ``"reqwest"`` (pyreqwest), faster but
     with the gaps "Transports" in ``docs/engine.md`` lists. The service reads request
-    bodies of at most ``max_request_bytes``, and ``max_batch_bytes`` for a batch of calls.
+    bodies of at most ``max_request_bytes``, and ``max_batch_bytes`` for a batch of calls,
+    and ``max_bodies_bytes`` of bodies of all requests at once. An org may have at most
+    ``max_in_flight_per_org`` calls in flight in a process and ``max_queued_per_org``
+    waiting in queues; over them its new calls are refused (:mod:`sluicegate.quotas`).
     ``data_keys`` (AES keys of 16, 24 or 32 bytes; the first seals, all open) seal queued
     calls' URLs, headers and bodies at rest (:mod:`sluicegate.sealing`); never shown.
     """
@@ -55,6 +58,9 @@ class Settings:
     transport: Literal["aiohttp", "reqwest"] = "aiohttp"
     max_request_bytes: int = 1 << 20
     max_batch_bytes: int = 16 << 20
+    max_bodies_bytes: int = 256 << 20
+    max_in_flight_per_org: int = 10_000
+    max_queued_per_org: int = 10_000_000
     data_keys: tuple[bytes, ...] = field(default=(), repr=False)
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -72,8 +78,11 @@ class Settings:
                 raise InvalidInput("INVALID_SETTINGS", "default caps need count and period >= 1")
         if self.max_response_bytes < 0:
             raise InvalidInput("INVALID_SETTINGS", "max_response_bytes must be >= 0")
-        if self.max_request_bytes < 1 or self.max_batch_bytes < 1:
+        if min(self.max_request_bytes, self.max_batch_bytes, self.max_bodies_bytes) < 1:
             raise InvalidInput("INVALID_SETTINGS", "request body limits must be >= 1")
+        if self.max_in_flight_per_org < 1 or self.max_queued_per_org < 0:
+            raise InvalidInput("INVALID_SETTINGS", "max_in_flight_per_org must be >= 1 and "
+                               "max_queued_per_org >= 0")  # fmt: skip
         if self.send_guard_ms < 0 or self.max_redirects < 0:
             raise InvalidInput("INVALID_SETTINGS", "send_guard_ms and max_redirects must be >= 0")
         check_keys(self.data_keys)

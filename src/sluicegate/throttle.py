@@ -30,8 +30,10 @@ from sluicegate.storage import Grant, Limit, QueuedCall, QueueStore, SlotStore, 
 
 #: Slots taken, and calls claimed, in one round of a dispatcher.
 BATCH = 64
-#: Seconds before a dispatcher that failed tries again.
+#: Seconds before a dispatcher that failed tries again, doubled after each failure in a
+#: row, up to MAX_RETRY_AFTER.
 RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 30.0
 #: Seconds between two looks at a shared store's queues.
 SCAN_EVERY = 1.0
 #: Seconds a dispatcher on a shared store waits for a slot before it asks again.
@@ -84,16 +86,31 @@ class Throttling:
         # The current (or last) rate of each queue: set by the rules (set_rate), and by a
         # call only for a queue never seen (a call may carry a rate older than an edit).
         self._rates: dict[str, int] = {}
+        self._of_org: dict[str, set[str]] = {}  # org -> its queues among those of _rates
         self._dispatchers: dict[str, _Dispatcher] = {}
         self._scanner: asyncio.Task[None] | None = None
         self._closed = False
+        self.failures = 0  # dispatches and scans that failed (a metrics series)
 
     def limit(self, key: str) -> Limit:
         return throttle_limit(key, self._rates[key], self._guard_ms)
 
+    def queued(self, org: str) -> int:
+        """Calls of ``org`` waiting in the queues this process knows (the depth it last
+        saw of a shared one)."""
+        return sum(self._store.depth(key) for key in self._of_org.get(org, ()))
+
+    def _rate(self, key: str, rate: int, *, first: bool = False) -> None:
+        """Set the rate of queue ``key`` (``first``: only if it has none yet)."""
+        if key not in self._rates:
+            self._of_org.setdefault(throttle_owner(key)[0], set()).add(key)
+        elif first:
+            return
+        self._rates[key] = rate
+
     def set_rate(self, key: str, rate: int) -> None:
         """A deployed throttling config's rate: it applies at once, to waiting calls too."""
-        self._rates[key] = rate
+        self._rate(key, rate)
         if (dispatcher := self._dispatchers.get(key)) is not None:
             dispatcher.poke()
 
@@ -104,7 +121,7 @@ class Throttling:
         refused, never let in to be dropped. A caller cancelled before the call is stored
         takes it out of the queue again."""
         key = target.key
-        self._rates.setdefault(key, target.rate)
+        self._rate(key, target.rate, first=True)
         dispatcher = self._dispatchers.get(key)
         if dispatcher is None or not dispatcher.waiting():  # the store checks the queue
             found = await self._slots.acquire((self.limit(key),), self._now_ms(), behind=key)
@@ -132,7 +149,7 @@ class Throttling:
         the throttling is closed, this is cancelled at once."""
         if self._closed:
             raise asyncio.CancelledError
-        self._rates.setdefault(target.key, target.rate)
+        self._rate(target.key, target.rate, first=True)
         dispatcher = self._dispatch(target.key)
         waiter: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         dispatcher.retries.append(waiter)
@@ -160,7 +177,7 @@ class Throttling:
 
     async def _resume(self, deployed_rate: Callable[[str], int | None]) -> None:
         for queue in await self._store.queues():
-            self._rates[queue.queue] = deployed_rate(queue.queue) or queue.rate
+            self._rate(queue.queue, deployed_rate(queue.queue) or queue.rate)
             dispatcher = self._dispatchers.get(queue.queue)
             if dispatcher is None or not dispatcher.active():
                 self._dispatch(queue.queue)
@@ -171,6 +188,7 @@ class Throttling:
             try:
                 await self._resume(deployed_rate)
             except Exception as exc:  # the store unavailable: look again later
+                self.failures += 1
                 log.warning("throttling queues not scanned: %s", exc)
 
     async def states(self) -> list[QueueState]:
@@ -255,12 +273,17 @@ class _Dispatcher:
     async def _run(self) -> None:
         """Drain; a failure (the store unavailable, say) is logged and the drain tried
         again a little later: a dispatcher that died would leave its queue stuck."""
+        streak = 0
         while True:
             try:
                 return await self._drain()
             except Exception:
-                log.exception("throttling queue %s: dispatching failed; trying again", self.key)
-                await self._throttling._clock.sleep(RETRY_AFTER)
+                self._throttling.failures += 1
+                streak += 1
+                delay = min(RETRY_AFTER * 2 ** (streak - 1), MAX_RETRY_AFTER)
+                log.exception("throttling queue %s: dispatching failed; trying again in %g s",
+                              self.key, delay)  # fmt: skip
+                await self._throttling._clock.sleep(delay)
 
     async def _drain(self) -> None:
         t = self._throttling

@@ -4,12 +4,13 @@ results and reports unwritten for the rest of the process, silently."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.loopback import System, eventually
-from tests.service.conftest import StartService
+from tests.service.conftest import Running, StartService
 from tests.service.test_calls_api import call
 
 from sluicegate.service import buckets, calllog
@@ -31,6 +32,15 @@ def failing_once(real: Any) -> Any:
     return write
 
 
+async def failures(service: Running, headers: dict[str, str], task: str) -> float:
+    """The ``sluicegate_background_failures_total`` of ``task`` in ``/metrics``."""
+    async with service.http.get(service.base + "/metrics", headers=headers) as response:
+        text = await response.text()
+    series = f'sluicegate_background_failures_total{{task="{task}"}} '
+    return next(float(line.removeprefix(series)) for line in text.splitlines()
+                if line.startswith(series))  # fmt: skip
+
+
 def rows(data: Path, sql: str) -> list[Any]:
     """Rows of ``service.db`` as another reader sees them (written and committed)."""
     with sqlite3.connect(f"file:{data / 'service.db'}?mode=ro", uri=True) as conn:
@@ -42,13 +52,15 @@ async def test_the_call_log_writes_on_after_an_unexpected_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """The call log's first write raises a RuntimeError: the writer tries again and the
-    result is written, without a restart."""
+    result is written, without a restart; ``/metrics`` counts the failure."""
     monkeypatch.setattr(calllog, "write_batch", failing_once(calllog.write_batch))
     data = tmp_path / "data"
     service = await start_service(data, clock=clock)
     headers = await service.key()
+    assert 0 == await failures(service, headers, "call_log")
     status, body = await service.request("POST", "/v1/calls", headers, call(system, "ok"))
     assert (200, "success") == (status, body["outcome"])
+    await eventually(lambda: _equals(failures(service, headers, "call_log"), 1))
     await clock.advance(RETRY_WRITE_AFTER)
 
     async def written() -> bool:
@@ -63,7 +75,7 @@ async def test_the_report_book_flushes_on_after_an_unexpected_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """The report book's first flush raises a RuntimeError: the next flush writes the
-    call's bucket, without a restart."""
+    call's bucket, without a restart; ``/metrics`` counts the failure."""
     monkeypatch.setattr(buckets, "_upsert", failing_once(buckets._upsert))
     data = tmp_path / "data"
     service = await start_service(data, clock=clock)
@@ -75,3 +87,8 @@ async def test_the_report_book_flushes_on_after_an_unexpected_error(
         return rows(data, "SELECT sum(calls) FROM report_buckets") == [(1,)]
 
     await eventually(counted)
+    assert 1 == await failures(service, headers, "reports")
+
+
+async def _equals(value: Awaitable[float], expected: float) -> bool:
+    return await value == expected

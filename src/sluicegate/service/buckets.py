@@ -109,6 +109,7 @@ class ReportBook:
         self._pending: dict[_Key, Tally] = {}
         self._totals: dict[TotalKey, Tally] = {}
         self._lock = asyncio.Lock()
+        self.failures = 0  # flushes failed since the start (a metrics series)
         self._task: asyncio.Task[None] | None = None
         self._folded_to = 0  # rows before this second are already folded into minutes
 
@@ -239,6 +240,7 @@ class ReportBook:
                 if flushes % COMPACT_EVERY == 0:
                     await self.compact()
             except Exception as exc:  # any: kept in memory; the next flush tries again
+                self.failures += 1
                 log.error("report buckets not saved yet: %r", exc)
 
     async def aclose(self) -> None:

@@ -62,7 +62,9 @@ from sluicegate.settings import HOUR
 RETENTION = 7 * 24 * HOUR
 IDEMPOTENCY_WINDOW = 24 * HOUR
 PRUNE_EVERY = HOUR
+#: Seconds before a failed write is tried again, doubled after each failure in a row.
 RETRY_WRITE_AFTER = 1.0
+MAX_RETRY_WRITE_AFTER = 30.0
 #: Seconds after which a call accepted on a shared database, not queued and not done,
 #: has outlived any budget: the instance running it died.
 ABANDONED_AFTER = 2.0 * MAX_TIMEOUT_SECONDS
@@ -88,6 +90,8 @@ class CallLog:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._writing = False  # a batch is being written
+        self._streak = 0  # writes failed in a row
+        self.failures = 0  # writes failed since the start (a metrics series)
 
     @property
     def callback_counts(self) -> dict[str, int]:
@@ -294,17 +298,21 @@ class CallLog:
                         waiter.set_exception(exc)
                 self._wake.set()
                 return
-            log.error("could not save calls and results (will retry): %s", exc)
+            self.failures += 1
+            self._streak += 1
+            delay = min(RETRY_WRITE_AFTER * 2 ** (self._streak - 1), MAX_RETRY_WRITE_AFTER)
+            log.error("could not save calls and results (will retry in %g s): %s", delay, exc)
             self._pending.accepted[:0] = [a for a in batch.accepted if a.call_id in self._unwritten]
             self._pending.queued[:0] = batch.queued
             self._pending.finished[:0] = batch.finished
             self._pending.settled[:0] = batch.settled
             self._pending.withdrawn[:0] = batch.withdrawn
             self._pending.written[:0] = batch.written
-            await self._clock.sleep(RETRY_WRITE_AFTER)
+            await self._clock.sleep(delay)
             self._wake.set()
             return
         self._writing = False
+        self._streak = 0
         if prune is not None:
             self._pruned_at = now
         for waiter in (*(waiter for waiter, _ in batch.waiters), *batch.written):

@@ -3,9 +3,12 @@
 Every request passes here first. Headers: at most :data:`MAX_HEADERS` of them and
 :data:`MAX_HEADER_BYTES` in all, else 431. Body: at most ``Settings.max_request_bytes``
 (``max_batch_bytes`` for ``POST /v1/calls:batch``), else 413, judged by its
-``Content-Length`` before a byte is read, and while it is read when it has none. Both
-answer with the JSON error model (:mod:`~sluicegate.service.problems`). The body, read
-whole, is handed on to the routes; memory per request is bounded by these limits. An
+``Content-Length`` before a byte is read, and while it is read when it has none. All the
+bodies held at once (read, or being handled: a call waiting for its outcome holds its
+request's body): at most ``Settings.max_bodies_bytes``, else 503 ``SERVER_BUSY`` with
+``Retry-After``. Each answers with the JSON error model
+(:mod:`~sluicegate.service.problems`). The body, read whole, is handed on to the routes;
+memory for bodies is bounded by these limits. An
 error nothing expected, before the answer started, is logged and answered 500 in the
 same model: the server's plain-text page is never sent.
 """
@@ -32,6 +35,8 @@ class Limits:
         self.app = app
         self._body = settings.max_request_bytes
         self._batch = settings.max_batch_bytes
+        self._budget = settings.max_bodies_bytes
+        self._held = 0  # bytes of the bodies of requests being read or handled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,14 +45,19 @@ class Limits:
         limit = self._batch if scope["path"] == BATCH_PATH else self._body
         try:
             _check_headers(scope)
-            body = await _read(scope, receive, limit)
+            body, held = await self._read(scope, receive, limit)
         except Problem as problem:
             found = answer(problem, scope["path"])
             assert found is not None
             await send_json(send, found[0], render(found[1]), close=True)
             return
-        if body is None:  # the client went away
-            return
+        try:
+            if body is not None:  # else the client went away
+                await self._handle(scope, replay(body, receive), send)
+        finally:
+            self._held -= held
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def sending(message: Message) -> None:
@@ -56,13 +66,50 @@ class Limits:
             await send(message)
 
         try:
-            await self.app(scope, replay(body, receive), sending)
+            await self.app(scope, receive, sending)
         except Exception:
             if started:
                 raise
             log.exception("%s %s failed", scope["method"], scope["path"])
             status, content = unexpected(scope["path"])
             await send_json(send, status, render(content), close=True)
+
+    def _hold(self, size: int) -> None:
+        """Take ``size`` more bytes of the budget of all bodies (503 beyond it)."""
+        if self._held + size > self._budget:
+            raise Problem(503, "SERVER_BUSY", "the service holds as many request bodies as "
+                          "it may; try again after Retry-After")  # fmt: skip
+        self._held += size
+
+    async def _read(self, scope: Scope, receive: Receive, limit: int) -> tuple[bytes | None, int]:
+        """The whole body (None if the client left), at most ``limit`` bytes (413 beyond),
+        and the bytes of the budget it holds from now on: its declared length or more."""
+        held = 0
+        try:
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit():
+                    if int(value) > limit:
+                        raise _too_large(limit)
+                    self._hold(int(value))
+                    held = int(value)
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None, held
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                if size > held:  # more than it said, or no length said
+                    self._hold(size - held)
+                    held = size
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), held
+        except BaseException:
+            self._held -= held
+            raise
 
 
 async def send_json(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
@@ -87,25 +134,6 @@ def _check_headers(scope: Scope) -> None:
     if size > MAX_HEADER_BYTES:
         raise Problem(431, "HEADERS_TOO_LARGE",
                       f"at most {MAX_HEADER_BYTES:,} bytes of headers, not {size:,}")  # fmt: skip
-
-
-async def _read(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The whole body, at most ``limit`` bytes (413 beyond); None if the client left."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise _too_large(limit)
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _too_large(limit: int) -> Problem:

@@ -23,7 +23,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from sluicegate.errors import AdobeCode, ConfigError, InvalidConfig, InvalidInput, StorageError
+from sluicegate.errors import (
+    AdobeCode,
+    ConfigError,
+    InvalidConfig,
+    InvalidInput,
+    StorageError,
+    TooManyCalls,
+)
 
 ADOBE_PREFIX = "/journey/orchestration"
 
@@ -155,6 +162,8 @@ def answer(exc: Exception, path: str) -> tuple[int, dict[str, Any]] | None:
         case StorageError():
             found = body(path, 503, "STORAGE_UNAVAILABLE", str(exc), family="INTERNAL_ERROR")
             return 503, found
+        case TooManyCalls():
+            return 429, body(path, 429, exc.code, exc.message)
     return None
 
 
@@ -226,7 +235,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     """Register the one mapping from errors to responses."""
-    for known in (Problem, InvalidInput, ConfigError, StorageError):
+    for known in (Problem, InvalidInput, ConfigError, StorageError, TooManyCalls):
         app.add_exception_handler(known, _known)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)

@@ -18,7 +18,9 @@ from sluicegate.service.problems import responses
 from sluicegate.service.routes.call_models import BatchIn, BatchOut, CallIn, CallPending, CallView
 
 _ERRORS = responses({404: "Unknown sandbox or call",
-                     503: "Storage unavailable, or shutting down"})  # fmt: skip
+                     429: "The org is over its quota of calls in flight or queued; "
+                          "try again after Retry-After",
+                     503: "Storage unavailable, service busy, or shutting down"})  # fmt: skip
 _RESULTS: dict[int | str, dict[str, Any]] = {
     200: {"model": CallView, "description": "The call ended"},
     202: {"model": CallPending, "description": "The call has not ended yet"},

@@ -18,7 +18,11 @@ never the journey, so cardinality stays bounded by the rules and hosts):
   ``sluicegate_queue_time_seconds`` (every call) histograms, on the report buckets' bounds;
 * ``sluicegate_queue_depth`` and ``sluicegate_queue_oldest_age_seconds`` gauges per
   throttling queue (labels ``org``, ``queue``: the throttling config's uid); throttling
-  is org-wide, so these carry no sandbox.
+  is org-wide, so these carry no sandbox;
+* ``sluicegate_background_failures_total`` (label ``task``: ``call_log``, ``reports``,
+  ``queues``): failures of the process's background writers and dispatchers, each logged
+  and retried with a growing delay. They are the process's, not the org's, and name no
+  tenant; a writer that stopped fails ``/readyz``.
 """
 
 from __future__ import annotations
@@ -87,6 +91,16 @@ class OrgCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._calls()
         yield from self._queues()
+        failures = CounterMetricFamily(
+            "sluicegate_background_failures",
+            "Failures of the service's background tasks, each retried (the whole process)",
+            labels=["task"],
+        )
+        for task, count in (("call_log", self._rt.calls.failures),
+                            ("reports", self._rt.reports.failures),
+                            ("queues", self._rt.gate.failures)):  # fmt: skip
+            failures.add_metric([task], count)
+        yield failures
 
     def _calls(self) -> Iterator[Metric]:
         counters = {
