@@ -143,35 +143,35 @@ async def serve_ok() -> AsyncIterator[str]:
     async def ok(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
+    async with _serving(ok) as base:
+        yield base
+
+
+@asynccontextmanager
+async def serve_recording() -> AsyncIterator[tuple[str, list[web.Request]]]:
+    """:func:`serve_ok` that keeps every request (read its headers and path; the body is
+    not read); yields its base URL and the requests in order of arrival."""
+    seen: list[web.Request] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request)
+        return web.json_response({"ok": True})
+
+    async with _serving(record) as base:
+        yield base, seen
+
+
+@asynccontextmanager
+async def _serving(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", ok)
+    app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
-@asynccontextmanager
-async def serve_recording() -> AsyncIterator[tuple[str, list[web.Request]]]:
-    """An external system on 127.0.0.1 that answers 200 to anything and keeps every
-    request (read its headers and path; the body is not read); yields its base URL and
-    the requests in order of arrival."""
-    seen: list[web.Request] = []
-
-    async def record(request: web.Request) -> web.Response:
-        seen.append(request)
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", record)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
     finally:
         await runner.cleanup()
 
