@@ -45,7 +45,8 @@ class Gate:
 
     Open one with :meth:`open`; it owns its storage, transport and background tasks and
     closes them on exit. Calls queued by throttling are stored in ``data_dir`` and are
-    delivered after a restart (at least once).
+    delivered after a restart (at least once). ``quotas`` counts each org's calls in
+    flight (:mod:`sluicegate.quotas`): a layer above may check it before it keeps a call.
     """
 
     def __init__(
@@ -77,7 +78,7 @@ class Gate:
             retry=RetryPolicy(schedule=settings.retry_schedule), resolve=rules.resolve,
             max_redirects=settings.max_redirects,
         )  # fmt: skip
-        self._quotas = Quotas(max_in_flight=settings.max_in_flight_per_org,
+        self.quotas = Quotas(max_in_flight=settings.max_in_flight_per_org,
                               max_queued=settings.max_queued_per_org,
                               queued=self._throttling.queued)  # fmt: skip
         self._running: dict[str, asyncio.Task[object]] = {}
@@ -147,7 +148,7 @@ class Gate:
         if isinstance(resolution, CallResult):
             return resolution
         org = call.org
-        self._quotas.check(org, throttled=resolution.throttle is not None)
+        self.quotas.check(org, throttled=resolution.throttle is not None)
         grant = None
         if resolution.throttle is not None:
             future = self._waiters.future(call_id)  # before it is queued, dispatched, ended
@@ -155,12 +156,12 @@ class Gate:
             if grant is None:
                 return await self._queued(future, call_id)
         # What _run does, inline: a call that runs at once goes through one coroutine less.
-        self._quotas.started(org)
+        self.quotas.started(org)
         try:
             result = await self._executor.run(call, resolution, call_id=call_id, grant=grant,
                                               interrupted=self._report)  # fmt: skip
         finally:
-            self._quotas.ended(org)
+            self.quotas.ended(org)
         return self._report(call, result)
 
     @overload
@@ -184,7 +185,7 @@ class Gate:
         resolution = self._door(call, call_id)
         queued = False
         if not isinstance(resolution, CallResult):
-            self._quotas.check(call.org, throttled=resolution.throttle is not None)
+            self.quotas.check(call.org, throttled=resolution.throttle is not None)
             grant = None
             if resolution.throttle is not None:
                 grant = await self._throttling.admit(call_id, call, resolution.throttle)
@@ -297,11 +298,11 @@ class Gate:
         ended (a call put back in its queue keeps its waiters)."""
         task = asyncio.create_task(work, name=f"call {call_id}")
         self._running[call_id] = task
-        self._quotas.started(org)
+        self.quotas.started(org)
         task.add_done_callback(partial(self._task_done, org, call_id))
 
     def _task_done(self, org: str, call_id: str, task: asyncio.Task[object]) -> None:
-        self._quotas.ended(org)
+        self.quotas.ended(org)
         if self._running.get(call_id) is task:
             del self._running[call_id]
         error = None if task.cancelled() else task.exception()

@@ -129,6 +129,7 @@ async def _begin(ctx: Context, item: CallItem, callback: str | None) -> CallHand
 async def _start(ctx: Context, entry: Accepted, call: Call, durable: bool) -> CallHandle | str:
     """Record then submit; the id of an earlier call when the idempotency key was taken."""
     log = ctx.runtime.calls
+    ctx.runtime.gate.quotas.check(entry.org, throttled=False)  # before anything is kept
     first = await log.accept(entry, durable=durable)
     if first is not None:
         return first

@@ -124,11 +124,16 @@ def write_batch(batch: Batch, prune: float | None, conn: Connection) -> dict[str
     than ``prune``. Returns the callback URLs of the ended calls not ``known``.
 
     A call accepted and ended within one batch (most calls that run at once) is written
-    once, whole: one row insert per call rather than an insert and an update."""
+    once, whole: one row insert per call rather than an insert and an update. One
+    accepted and withdrawn within it (refused by the engine) is not written at all."""
     found: dict[str, str] = {}
     ended = {f.call_id: f for f in batch.finished if f.known}
+    withdrawn = set(batch.withdrawn)
     accepted, whole = [], []
     for a in batch.accepted:
+        if a.call_id in withdrawn:  # accepted and withdrawn since the last batch: no row
+            withdrawn.discard(a.call_id)
+            continue
         f = ended.pop(a.call_id, None)
         if f is None:
             accepted.append(a)
@@ -156,7 +161,7 @@ def write_batch(batch: Batch, prune: float | None, conn: Connection) -> dict[str
         conn.executemany("UPDATE calls SET callback_due = 0 WHERE call_id = ?",
                          [(call_id,) for call_id in batch.settled])  # fmt: skip
         conn.executemany("DELETE FROM calls WHERE call_id = ? AND state != 'done'",
-                         [(call_id,) for call_id in batch.withdrawn])  # fmt: skip
+                         [(call_id,) for call_id in withdrawn])  # fmt: skip
         if prune is not None:
             conn.execute("DELETE FROM calls WHERE state = 'done' AND callback_due = 0 "
                          "AND created_at < ?", (prune,))  # fmt: skip
