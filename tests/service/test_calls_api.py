@@ -300,3 +300,54 @@ async def deploy_throttling(service: Running, headers: dict[str, str], url: str,
     assert 200 == status, created
     status, _ = await service.request("POST", f"{base}/{created['uid']}/deploy", headers)
     assert 204 == status
+
+
+async def test_a_read_racing_a_queued_calls_end_answers_its_real_ending(
+    start_service: StartService, clock: FakeClock, system: System,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """GET /v1/calls/{id} of a queued call whose row is read (state ``queued``) just
+    before the call ends and its result is written answers 202 or the call's own result,
+    never an ending the call did not have. (Found by ``test_kill.py``: a call answered
+    ``queued`` read ``network_error``, "stopped while the call was running", and
+    ``success`` a moment later.)"""
+    service = await start_service(clock=clock)
+    headers = await service.key()
+    await deploy_throttling(service, headers, system.url("call/*"), 200)
+    await asyncio.gather(*(service.request("POST", "/v1/calls", headers,
+                                           call(system, f"call/{n}", waitSeconds=0))
+                           for n in range(200)))  # fmt: skip
+    status, queued = await service.request("POST", "/v1/calls", headers,
+                                           call(system, "call/200", waitSeconds=0))  # fmt: skip
+    assert (202, "queued") == (status, queued["state"])
+    call_id, db = queued["callId"], service.runtime.calls._db
+
+    async def row_state() -> str | None:
+        rows = await db.execute("test", "SELECT state FROM calls WHERE call_id = ?", (call_id,))
+        return rows[0][0] if rows else None
+
+    async def written_queued() -> bool:
+        return await row_state() == "queued"
+
+    await eventually(written_queued)
+    read, real_execute = asyncio.Event(), db.execute
+
+    async def execute(what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        rows = await real_execute(what, sql, params)
+        if what == "reading a call" and params[:1] == (call_id,) and not read.is_set():
+            read.set()  # the row says queued; the call ends and is written meanwhile
+
+            async def done() -> bool:
+                return not service.runtime.gate.running(call_id) and await row_state() == "done"
+
+            await eventually(done)
+        return rows
+
+    monkeypatch.setattr(db, "execute", execute)
+    reading = asyncio.create_task(service.request("GET", f"/v1/calls/{call_id}", headers))
+    await read.wait()
+    await clock.advance(WINDOW)  # a slot frees: the queued call runs and ends
+    status, answer = await reading
+    monkeypatch.undo()
+    assert (200, "success") == (status, answer["outcome"]), answer
+    assert (200, answer) == await service.request("GET", f"/v1/calls/{call_id}", headers)

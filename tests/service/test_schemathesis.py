@@ -7,10 +7,19 @@ number of examples per operation, and three checks: no response is a 5xx, every 
 a documented one, and every response matches the schema published for its status. On
 failure the test prints schemathesis' report (each failure with a curl line to reproduce
 it) and the server's log.
+
+Strings are drawn from all of Unicode that UTF-8 can carry (``--generation-codec utf-8``,
+NUL included: ``--generation-allow-x00 true``), written here although they are
+schemathesis' defaults, and the run's requests (a HAR file) must show it: text beyond
+ASCII and beyond the Basic Multilingual Plane, and NULs, in bodies and in URLs. What UTF-8
+cannot carry (lone surrogates, which JSON can escape) and bytes that are not UTF-8 are sent
+by ``test_fuzz_unicode.py``; schemathesis never generates them. Its JSON bodies are
+ASCII, every other character escaped (``json.dumps``); raw UTF-8 bytes are sent there too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,6 +29,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import pytest
 from tests.loopback import free_port
@@ -67,7 +78,7 @@ def serving(data_dir: Path, log: Path) -> Iterator[tuple[str, str]]:
 @pytest.mark.slow
 def test_the_service_keeps_its_openapi_contract(tmp_path: Path) -> None:
     """Schemathesis finds no 5xx and no response that does not match the published schema."""
-    log = tmp_path / "server.log"
+    log, har = tmp_path / "server.log", tmp_path / "requests.har"
     with serving(tmp_path / "data", log) as (base, token):
         done = subprocess.run(
             [
@@ -79,6 +90,10 @@ def test_the_service_keeps_its_openapi_contract(tmp_path: Path) -> None:
                 "--generation-database", "none",
                 "--request-timeout", str(REQUEST_TIMEOUT),
                 "--continue-on-failure",
+                "--generation-codec", "utf-8",
+                "--generation-allow-x00", "true",
+                "--report", "har",
+                "--report-har-path", str(har),
                 "--no-color",
                 "--header", f"Authorization: Bearer {token}",
                 "--header", "x-gw-ims-org-id: demo",
@@ -88,3 +103,40 @@ def test_the_service_keeps_its_openapi_contract(tmp_path: Path) -> None:
         )  # fmt: skip
     report = f"{done.stdout}\n{done.stderr}\n--- server log ---\n{log.read_text(errors='replace')}"
     assert 0 == done.returncode, report
+    assert {"non-ASCII in a body", "beyond the BMP in a body", "NUL in a body",
+            "non-ASCII in a URL"} <= text_sent(har)  # fmt: skip
+
+
+def text_sent(har: Path) -> set[str]:
+    """What kinds of text the requests recorded in ``har`` carried."""
+    seen = set()
+    for entry in json.loads(har.read_text())["log"]["entries"]:
+        request = entry["request"]
+        url = unquote_to_bytes(request["url"]).decode(errors="ignore")  # text, as UTF-8
+        if any(ord(c) > 0x7F for c in url):
+            seen.add("non-ASCII in a URL")
+        try:
+            body = json.loads((request.get("postData") or {}).get("text") or "null")
+        except ValueError:
+            continue
+        for text in strings(body):
+            if any(ord(c) > 0x7F for c in text):
+                seen.add("non-ASCII in a body")
+            if any(ord(c) > 0xFFFF for c in text):
+                seen.add("beyond the BMP in a body")
+            if "\x00" in text:
+                seen.add("NUL in a body")
+    return seen
+
+
+def strings(doc: Any) -> Iterator[str]:
+    """Every string of a parsed JSON document, keys included."""
+    if isinstance(doc, str):
+        yield doc
+    elif isinstance(doc, dict):
+        for key, value in doc.items():
+            yield key
+            yield from strings(value)
+    elif isinstance(doc, list):
+        for item in doc:
+            yield from strings(item)

@@ -186,6 +186,7 @@ class CallLog:
 
     async def find(self, org: str, sandbox: str, call_id: str) -> Found | None:
         """The call ``call_id`` of this org and sandbox; ``None`` if unknown or another's."""
+        lost = False  # seen neither running nor stored: lost, unless a read finds it ended
         for _ in range(3):  # a call may end, and its result be written, during the read
             if (done := self._finished.get(call_id)) is not None:
                 mine = (done.org, done.sandbox) == (org, sandbox)
@@ -210,8 +211,11 @@ class CallLog:
                 return Found(call_id, "running")
             if self._gate is not None and (where := await self._gate.find(call_id)) is not None:
                 return Found(call_id, where)
-            if call_id not in self._finished:  # it ended, and its result was lost in a crash
+            # A queued call leaves the store after its result is written: read the row once
+            # more, and only a call still not ended then had its result lost in a crash.
+            if lost and call_id not in self._finished:
                 self._interrupt(call_id, org, sandbox, journey)
+            lost = True
         return Found(call_id, "running")
 
     async def find_key(self, org: str, sandbox: str, key: str) -> str | None:
