@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -225,22 +226,23 @@ async def sluicegate_serve(
 ) -> AsyncIterator[Served]:
     """Run ``sluicegate serve --dev`` on ``data_dir`` for the block (extra ``args`` after,
     extra environment variables ``env``, the command run by ``within`` if given), once it
-    is serving. At the end: SIGTERM, then SIGKILL if it has not exited in 20 s."""
-    port = free_port()
+    is serving. It listens on a port the kernel picks as it binds, read from its log: a
+    port found free before the process starts may be taken meanwhile. At the end:
+    SIGTERM, then SIGKILL if it has not exited in 20 s."""
     process = await asyncio.create_subprocess_exec(
-        *within, *SLUICEGATE, "serve", "--dev", "--port", str(port), "--data-dir", str(data_dir),
-        *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        *within, *SLUICEGATE, "serve", "--dev", "--port", "0", "--data-dir", str(data_dir),
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )  # fmt: skip
-    served = Served(f"http://127.0.0.1:{port}", process)
+    served = Served("", process)
     ready = asyncio.Event()
 
     async def read() -> None:  # always, so that a full pipe never blocks the server
         assert process.stdout is not None
         while line := (await process.stdout.readline()).decode():
             served.lines.append(line)
-            if "Uvicorn running" in line:
+            if found := re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line):
+                served.base = found[1]
                 ready.set()
 
     reader = asyncio.create_task(read())

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -147,15 +146,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @asynccontextmanager
 async def serving(data: Path) -> AsyncIterator[tuple[Served, str]]:
-    """``sluicegate serve`` on ``data``; yields it and its base URL. It listens on a port
-    the kernel picks as it binds (the last ``--port`` wins): a free port chosen before
-    the process starts may be taken meanwhile by a connection of any process on the
-    machine, and these tests start servers while many connections come and go."""
-    async with sluicegate_serve(data, "--port", "0") as served:
-        ready = next(line for line in served.lines if "Uvicorn running on" in line)
-        found = re.search(r"http://127\.0\.0\.1:(\d+)", ready)
-        assert found is not None, ready
-        yield served, f"http://127.0.0.1:{found[1]}"
+    """``sluicegate serve`` on ``data``; yields it and its base URL."""
+    async with sluicegate_serve(data) as served:
+        yield served, served.base
 
 
 async def killed(served: Served, system: System) -> None:
