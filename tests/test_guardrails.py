@@ -8,9 +8,10 @@ from typing import Any
 
 from conftest import API, GUARD_MS, ORG, SANDBOX, capping, deploy, throttling
 from sluicegate.configs import ConfigKind
+from sluicegate.gate import Gate
 from sluicegate.outcomes import ErrorKind, Outcome
 from sluicegate.testing import FakeClock, settle
-from sluicegate.transport import Request, Response
+from sluicegate.transport import Request, Response, Sending
 
 
 def ok(_: Request) -> Response:
@@ -85,6 +86,29 @@ async def test_timeout_fast_success(open_gate: Any) -> None:
     result = await gate.call(**call_args("j"), timeout_seconds=5)
     assert (Outcome.SUCCESS, 1, None) == (result.outcome, result.attempts, result.error)
     assert 1 == len(transport.requests)
+
+
+async def test_a_request_the_budget_cut_off_before_it_left_is_no_attempt(
+    clock: FakeClock,
+) -> None:
+    """A transport that has not started sending when the budget ends (still connecting,
+    say, or a starved process): the call is timedout with no attempt, as the external
+    system received nothing."""
+
+    class NeverLeaves:
+        async def send(self, request: Request, sending: Sending) -> Response:
+            await asyncio.Event().wait()  # connecting, forever
+            raise AssertionError("unreachable")
+
+        async def aclose(self) -> None:
+            return None
+
+    async with Gate.open(clock=clock, transport=NeverLeaves()) as gate:
+        task = asyncio.create_task(gate.call(**call_args("j"), timeout_seconds=5))
+        await settle()
+        await clock.advance(5)
+        result = await task
+    assert (Outcome.TIMEDOUT, 0, 0) == (result.outcome, result.attempts, result.slots)
 
 
 async def test_first_attempt_over_budget_is_cancelled_not_retried(

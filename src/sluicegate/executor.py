@@ -250,6 +250,12 @@ class Executor:
                         resolution.connection_key, resolution.max_connections
                     ):
                         response = await self._transport.send(request, watch)
+            except asyncio.CancelledError:
+                if not watch.started:  # cut off (the budget ended) before anything left
+                    progress.attempts -= 1
+                    progress.retries -= retry
+                    progress.waiting = True
+                raise
             except EgressBlocked as exc:
                 if not watch.started:  # refused before anything left: no attempt
                     progress.attempts -= 1

@@ -201,8 +201,9 @@ async def test_a_reservation_whose_commit_failed_is_never_recorded(tmp_path: Pat
             await backend.slots.recorded(grant)
         late = await backend.slots.acquire(limits, 0)
         assert isinstance(late, Grant)
-        while backend._commits._drainer is not None:  # its batch fails before it is asked
-            await asyncio.sleep(0)
+        drainer = backend._commits._drainer
+        assert drainer is not None
+        await asyncio.wait({drainer})  # its batch fails before it is asked
         with pytest.raises(StorageError):
             await backend.slots.recorded(late)
     finally:
