@@ -57,7 +57,11 @@ SHARED = (
     "`pyrate-limiter` and `throttled-py` on the same Redis, with 4 processes: decisions per "
     "second and the most grants in any 1000 ms window, in "
     "[benchmarks-redis.md](benchmarks-redis.md) (`bench/redis_limiters.py`); what a call "
-    "costs Redis, in [scaling.md](scaling.md) (`bench/redis_costs.py`)."
+    "costs Redis, in [scaling.md](scaling.md) (`bench/redis_costs.py`). A 30-minute soak "
+    "of the service (mixed outcomes through the batch API; memory, reconciliation of every "
+    "outcome against the requests the external system counted, errors logged) in "
+    "[soak.md](soak.md) (`bench/soak.py`, run on its own: `python bench/soak.py --write "
+    "docs/soak.md`)."
 )
 
 

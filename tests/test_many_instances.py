@@ -23,9 +23,9 @@ from typing import Any
 import aiohttp
 import pytest
 from tests.arrivals import Arrival, ArrivalSystem, arrivals_system
-from tests.loopback import SLUICEGATE, Served, eventually, free_port, sluicegate_serve
+from tests.loopback import ADOBE, SLUICEGATE, Served, eventually, free_port, sluicegate_serve
 from tests.services import postgres_schema, redis_prefix
-from tests.test_rates_at_the_system import ADOBE, CAPPING, UTILISATION, settled
+from tests.test_rates_at_the_system import CAPPING, UTILISATION, settled
 
 from sluicegate.testing import most_in_window
 
