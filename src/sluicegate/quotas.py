@@ -46,6 +46,3 @@ class Quotas:
             self._in_flight[org] = left
         else:
             del self._in_flight[org]
-
-    def in_flight(self, org: str) -> int:
-        return self._in_flight.get(org, 0)

@@ -127,12 +127,11 @@ class SqliteQueueStore:
         # A string SQLite cannot encode would fail the whole group commit, every other
         # writer's rows with it: refused here, it fails its own call alone.
         try:
-            row = _to_row(item, self._sealer)
-            if not all(is_text(value) for value in row if isinstance(value, str)):
-                raise UnicodeError
-        except UnicodeError:
-            message = "a queued call must be valid Unicode throughout"
-            raise InvalidCall("INVALID_CALL", message) from None
+            row: tuple[Any, ...] | None = _to_row(item, self._sealer)
+        except UnicodeEncodeError:  # sealing encodes the text itself
+            row = None
+        if row is None or not all(is_text(value) for value in row if isinstance(value, str)):
+            raise InvalidCall("INVALID_CALL", "a queued call must be valid Unicode throughout")
         self._depth[item.queue] += 1
         batch = self._commits.add(_PUSH, row)
         try:

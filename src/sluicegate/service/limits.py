@@ -8,9 +8,9 @@ bodies held at once (read, or being handled: a call waiting for its outcome hold
 request's body): at most ``Settings.max_bodies_bytes``, else 503 ``SERVER_BUSY`` with
 ``Retry-After``. Each answers with the JSON error model
 (:mod:`~sluicegate.service.problems`). The body, read whole, is handed on to the routes;
-memory for bodies is bounded by these limits. An
-error nothing expected, before the answer started, is logged and answered 500 in the
-same model: the server's plain-text page is never sent.
+memory for bodies is bounded by these limits. An error nothing expected, before the
+answer started, is logged and answered 500 in the same model: the server's plain-text
+page is never sent.
 """
 
 from __future__ import annotations
@@ -88,10 +88,11 @@ class Limits:
         try:
             for name, value in scope["headers"]:
                 if name == b"content-length" and value.isdigit():
-                    if int(value) > limit:
+                    declared = int(value)
+                    if declared > limit:
                         raise _too_large(limit)
-                    self._hold(int(value))
-                    held = int(value)
+                    self._hold(declared)
+                    held = declared
             chunks, size = [], 0
             while True:
                 message = await receive()
