@@ -8,6 +8,8 @@ async with Gate.open("data") as gate:
     if result.outcome is Outcome.CAPPED: ...
 """
 
+from importlib.metadata import version as _version
+
 from sluicegate.call import Call, CallArgs, Service
 from sluicegate.clock import Clock, SystemClock
 from sluicegate.configs import ConfigKind, ConfigRecord, RuleBook
@@ -31,6 +33,8 @@ from sluicegate.rules import Validation
 from sluicegate.settings import DefaultCap, Settings
 from sluicegate.throttle import QueueState
 from sluicegate.transport import Request, Response, Sending, Transport
+
+__version__ = _version("sluicegate")
 
 __all__ = [
     "AdobeCode",

@@ -40,6 +40,8 @@ class Settings:
     waiting in queues; over them its new calls are refused (:mod:`sluicegate.quotas`).
     ``data_keys`` (AES keys of 16, 24 or 32 bytes; the first seals, all open) seal queued
     calls' URLs, headers and bodies at rest (:mod:`sluicegate.sealing`); never shown.
+    ``callback_secret``, when set, signs the service's callbacks (HMAC-SHA256, in the
+    Standard Webhooks style); never shown.
     """
 
     action_default: DefaultCap = DefaultCap(count=300_000, period_ms=60_000)
@@ -62,6 +64,7 @@ class Settings:
     max_in_flight_per_org: int = 10_000
     max_queued_per_org: int = 10_000_000
     data_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    callback_secret: bytes | None = field(default=None, repr=False)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from sluicegate import __version__
+
 from sluicegate.service import problems
 from sluicegate.service.fastpath import FastPath
 from sluicegate.service.limits import Limits
+from sluicegate.service.logs import AccessLog
 from sluicegate.service.routes import (
     calls,
     configs,
+    docs,
     endpoints,
     health,
     journeys,
+    keys,
     metrics,
+    queues,
     reports,
     sandboxes,
 )
@@ -28,13 +34,15 @@ and `x-sandbox-name`.
 """
 
 
-def create_app(runtime: Runtime) -> Limits:
+def create_app(runtime: Runtime) -> AccessLog:
     """The service on ``runtime``. OpenAPI at ``/openapi.json``, docs at ``/docs``; every
     request bounded first (:class:`~sluicegate.service.limits.Limits`), the call routes
     through their :class:`~sluicegate.service.fastpath.FastPath`."""
-    app = FastAPI(title="sluicegate", version="0.1.0", description=DESCRIPTION)
+    app = FastAPI(title="sluicegate", version=__version__, description=DESCRIPTION,
+                  docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     problems.install(app)
-    for module in (configs, calls, journeys, sandboxes, reports, endpoints, metrics, health):
+    for module in (configs, calls, journeys, sandboxes, reports, endpoints, queues, keys, metrics,
+                   health, docs):  # fmt: skip
         app.include_router(module.router)
-    return Limits(FastPath(app, runtime), runtime.settings)
+    return AccessLog(Limits(FastPath(app, runtime), runtime.settings))

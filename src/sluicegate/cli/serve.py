@@ -1,8 +1,7 @@
-"""The ``sluicegate`` command: a thin layer over the library and the service."""
+"""``sluicegate serve`` and the commands that run in the service's own process or data."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,9 +10,7 @@ import typer
 if TYPE_CHECKING:
     from sluicegate.wiring import Shared
 
-app = typer.Typer(help="sluicegate: guardrails for journeys calling external systems.")
-keys = typer.Typer(help="API keys of the service.")
-app.add_typer(keys, name="keys")
+commands = typer.Typer()
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the service keeps its data.")]
 RedisUrl = Annotated[
@@ -67,7 +64,7 @@ def _storage(data_dir: Path, redis: str | None, postgres: str | None, *, need_re
     return Shared(redis_url=redis or "", postgres_url=postgres, prefix=prefix)
 
 
-@app.command()
+@commands.command()
 def demo() -> None:
     """Send a burst of calls from three journeys to a flaky loopback system and show
     how every call ended under capping, throttling, timeouts and retries."""
@@ -76,7 +73,7 @@ def demo() -> None:
     demo_module.main()
 
 
-@app.command()
+@commands.command()
 def serve(
     data_dir: DataDir = Path(".sluicegate"),
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -146,40 +143,10 @@ def serve(
         raise typer.Exit(3) from None
 
 
-@app.command("data-key")
+@commands.command("data-key")
 def data_key() -> None:
     """Print a new random data key for --data-key / SLUICEGATE_DATA_KEY. Keep it apart
     from the data dir: whoever holds both reads the queued calls."""
     from sluicegate.sealing import new_key
 
     typer.echo(new_key())
-
-
-@keys.command("create")
-def create_key(
-    org: Annotated[str, typer.Option(help="The org the key acts for.")],
-    role: Annotated[str, typer.Option(help="admin, editor, caller or viewer.")] = "admin",
-    data_dir: DataDir = Path(".sluicegate"),
-    redis: RedisUrl = None,
-    postgres: PostgresUrl = None,
-) -> None:
-    """Create an API key; the token is printed alone on the last line."""
-    from sluicegate.errors import SluicegateError
-    from sluicegate.service.keys import create
-
-    try:
-        where = _storage(data_dir, redis, postgres, need_redis=False)
-        token = asyncio.run(create(data_dir=where, org=org, role=role))
-    except SluicegateError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"Created a {role} key for org {org!r}. Keep it secret; it is not shown again:")
-    typer.echo(token)
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,26 @@
+"""The ``sluicegate`` command: a thin layer over the library and the service.
+
+Each group of commands lives in its own module; this one puts them together.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from sluicegate.cli.apply import commands as config_as_code
+from sluicegate.cli.calls import calls
+from sluicegate.cli.keys import keys
+from sluicegate.cli.queues import queues
+from sluicegate.cli.serve import commands
+
+app = typer.Typer(help="sluicegate: guardrails for journeys calling external systems.",
+                  no_args_is_help=True)  # fmt: skip
+app.registered_commands += commands.registered_commands
+app.registered_commands += config_as_code.registered_commands
+app.add_typer(keys, name="keys")
+app.add_typer(calls, name="calls")
+app.add_typer(queues, name="queues")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,7 @@
+"""Placeholder: ``sluicegate apply``, ``diff`` and ``get`` (config as code), issue 10."""
+
+from __future__ import annotations
+
+import typer
+
+commands = typer.Typer()

@@ -1,0 +1,97 @@
+"""Commands that talk to a running service: its URL, a key, and the org and sandbox.
+
+Every such command takes ``--url`` (``SLUICEGATE_URL``), ``--key`` (``SLUICEGATE_KEY``),
+``--org`` (``SLUICEGATE_ORG``) and ``--sandbox`` (``SLUICEGATE_SANDBOX``, ``prod``). An
+error answer of the service is printed with its code and message and exits 1; a service
+that cannot be reached exits 3; a key or URL not given exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+
+Url = Annotated[
+    str,
+    typer.Option("--url", envvar="SLUICEGATE_URL", help="The running service."),
+]
+Key = Annotated[
+    str | None,
+    typer.Option("--key", envvar="SLUICEGATE_KEY", show_default=False,
+                 help="An API key of the org (prefer the environment variable)."),
+]  # fmt: skip
+Org = Annotated[
+    str | None,
+    typer.Option("--org", envvar="SLUICEGATE_ORG", show_default=False,
+                 help="The org (x-gw-ims-org-id)."),
+]  # fmt: skip
+SandboxName = Annotated[
+    str,
+    typer.Option("--sandbox", envvar="SLUICEGATE_SANDBOX", help="The sandbox (x-sandbox-name)."),
+]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Remote:
+    """A running service, seen with one key for one org and sandbox."""
+
+    url: str
+    key: str
+    org: str
+    sandbox: str = "prod"
+    timeout: float = 30.0
+
+    @classmethod
+    def of(cls, url: str, key: str | None, org: str | None, sandbox: str) -> Remote:
+        """From the common options; a missing key or org is a clear error (exit 2)."""
+        if not key:
+            fail("give an API key with --key or SLUICEGATE_KEY")
+        if not org:
+            fail("give the org with --org or SLUICEGATE_ORG")
+        return cls(url=url.rstrip("/"), key=key, org=org, sandbox=sandbox)
+
+    def client(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.key}", "x-gw-ims-org-id": self.org,
+                   "x-sandbox-name": self.sandbox}  # fmt: skip
+        return httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout)
+
+    def request(self, method: str, path: str, *, client: httpx.Client | None = None,
+                **kwargs: Any) -> Any:  # fmt: skip
+        """The JSON of a 2xx answer (None when empty); any other answer, or none, exits."""
+        try:
+            if client is None:
+                with self.client() as own:
+                    response = own.request(method, path, **kwargs)
+            else:
+                response = client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            fail(f"cannot reach the service at {self.url}: {exc}", 3)
+        if response.is_success:
+            return response.json() if response.content else None
+        try:
+            problem = response.json()
+            detail = f"{problem['code']}: {problem['message']}"
+        except (ValueError, KeyError, TypeError):
+            detail = response.text[:500]
+        fail(f"{method} {path} answered {response.status_code}: {detail}", 1)
+
+
+def dump(value: Any, output: str) -> str:
+    """``value`` as ``json`` or ``yaml`` text."""
+    if output == "json":
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    import yaml
+
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True).rstrip("\n")

@@ -1,0 +1,9 @@
+"""Placeholder: filled in by issue 10's work on keys."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from sluicegate.service.bodies import JsonRoute
+
+router = APIRouter(route_class=JsonRoute)
