@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from sluicegate import __version__
-
 from sluicegate.service import problems
 from sluicegate.service.fastpath import FastPath
 from sluicegate.service.limits import Limits
@@ -38,8 +37,13 @@ def create_app(runtime: Runtime) -> AccessLog:
     """The service on ``runtime``. OpenAPI at ``/openapi.json``, docs at ``/docs``; every
     request bounded first (:class:`~sluicegate.service.limits.Limits`), the call routes
     through their :class:`~sluicegate.service.fastpath.FastPath`."""
-    app = FastAPI(title="sluicegate", version=__version__, description=DESCRIPTION,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="sluicegate",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.runtime = runtime
     problems.install(app)
     for module in (configs, calls, journeys, sandboxes, reports, endpoints, queues, keys, metrics,
