@@ -13,6 +13,7 @@ from sluicegate.service.routes import (
     calls,
     configs,
     docs,
+    echo,
     endpoints,
     health,
     journeys,
@@ -49,4 +50,6 @@ def create_app(runtime: Runtime) -> AccessLog:
     for module in (configs, calls, journeys, sandboxes, reports, endpoints, queues, keys, metrics,
                    health, docs):  # fmt: skip
         app.include_router(module.router)
+    if runtime.dev:  # the built-in external system of a first run
+        app.include_router(echo.router)
     return AccessLog(Limits(FastPath(app, runtime), runtime.settings))

@@ -35,8 +35,8 @@ def first_call(token: str, base: str) -> str:
         f"curl -s {base}/v1/calls -H 'Authorization: Bearer {token}' "
         f"-H 'x-gw-ims-org-id: {DEV_ORG}' -H 'x-sandbox-name: prod' "
         '-H \'Content-Type: application/json\' -d \'{"journeyId": "hello", '
-        f'"service": "action", "request": {{"method": "GET", '
-        f'"url": "{base}/openapi.json"}}}}\''
+        f'"service": "action", "request": {{"method": "POST", '
+        f'"url": "{base}/dev/echo", "body": {{"hello": "world"}}}}}}\''
     )
 
 
