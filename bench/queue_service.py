@@ -79,7 +79,7 @@ class _Served:
         assert self.process.stdout is not None
         while line := (await self.process.stdout.readline()).decode():
             self.lines.append(line)
-            if "Uvicorn running" in line:
+            if "sluicegate serving on" in line:
                 self.listening.set()
 
     async def stop(self) -> None:

@@ -249,7 +249,7 @@ async def service(data: Path, log: Path, source: Path) -> AsyncIterator[Served]:
         )  # fmt: skip
     try:
         async with asyncio.timeout(START_TIMEOUT):
-            while "Uvicorn running" not in (text := _read(log)):
+            while "sluicegate serving on" not in (text := _read(log)):
                 if process.returncode is not None:
                     raise RuntimeError(f"sluicegate serve exited {process.returncode}:\n{text}")
                 await asyncio.sleep(0.05)

@@ -222,15 +222,17 @@ class Served:
 
 @asynccontextmanager
 async def sluicegate_serve(
-    data_dir: Path, *args: str, env: dict[str, str] | None = None, within: Sequence[str] = ()
-) -> AsyncIterator[Served]:
-    """Run ``sluicegate serve --dev`` on ``data_dir`` for the block (extra ``args`` after,
-    extra environment variables ``env``, the command run by ``within`` if given), once it
-    is serving. It listens on a port the kernel picks as it binds, read from its log: a
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, within: Sequence[str] = (),
+    dev: bool = True,
+) -> AsyncIterator[Served]:  # fmt: skip
+    """Run ``sluicegate serve --dev`` (``--create`` if not ``dev``) on ``data_dir`` for the
+    block (extra ``args`` after, extra environment variables ``env``, the command run by
+    ``within`` if given), once it is serving. It listens on a port the kernel picks as it binds, read from its log: a
     port found free before the process starts may be taken meanwhile. At the end:
     SIGTERM, then SIGKILL if it has not exited in 20 s."""
     process = await asyncio.create_subprocess_exec(
-        *within, *SLUICEGATE, "serve", "--dev", "--port", "0", "--data-dir", str(data_dir),
+        *within, *SLUICEGATE, "serve", "--dev" if dev else "--create", "--port", "0",
+        "--data-dir", str(data_dir),
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )  # fmt: skip
@@ -241,7 +243,7 @@ async def sluicegate_serve(
         assert process.stdout is not None
         while line := (await process.stdout.readline()).decode():
             served.lines.append(line)
-            if found := re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line):
+            if found := re.search(r"serving on (http://127\.0\.0\.1:\d+)", line):
                 served.base = found[1]
                 ready.set()
 

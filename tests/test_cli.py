@@ -45,8 +45,8 @@ def test_serve_refuses_an_unknown_transport(tmp_path: Path) -> None:
     """``serve --transport`` names aiohttp or reqwest; anything else is a one-line error
     and exit code 2 before anything is opened."""
     done = run("serve", "--data-dir", str(tmp_path / "data"), "--transport", "curl")
-    assert (2, "error: --transport: transport must be 'aiohttp' or 'reqwest'\n") == (
-        done.returncode, done.stderr)  # fmt: skip
+    assert (2, "error: setting transport (flag --transport): must be one of aiohttp, "
+               "reqwest, not 'curl'\n") == (done.returncode, done.stderr)  # fmt: skip
     assert not (tmp_path / "data").exists()
 
 

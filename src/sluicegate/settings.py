@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sluicegate.errors import InvalidInput
-from sluicegate.retry import RETRY_SCHEDULE
+from sluicegate.retry import MAX_RETRIES, RETRY_SCHEDULE
 from sluicegate.sealing import check_keys
 
 HOUR = 3600.0
@@ -35,7 +35,8 @@ class Settings:
     of the default transport: ``"aiohttp"``, or ``"reqwest"`` (pyreqwest), faster but
     with the gaps "Transports" in ``docs/engine.md`` lists. The service reads request
     bodies of at most ``max_request_bytes``, and ``max_batch_bytes`` for a batch of calls,
-    and ``max_bodies_bytes`` of bodies of all requests at once. An org may have at most
+    and ``max_bodies_bytes`` of bodies of all requests at once; and ``max_header_bytes``
+    of headers per request. An org may have at most
     ``max_in_flight_per_org`` calls in flight in a process and ``max_queued_per_org``
     waiting in queues; over them its new calls are refused (:mod:`sluicegate.quotas`).
     ``data_keys`` (AES keys of 16, 24 or 32 bytes; the first seals, all open) seal queued
@@ -61,6 +62,7 @@ class Settings:
     max_request_bytes: int = 1 << 20
     max_batch_bytes: int = 16 << 20
     max_bodies_bytes: int = 256 << 20
+    max_header_bytes: int = 64 << 10
     max_in_flight_per_org: int = 10_000
     max_queued_per_org: int = 10_000_000
     data_keys: tuple[bytes, ...] = field(default=(), repr=False)
@@ -81,13 +83,21 @@ class Settings:
                 raise InvalidInput("INVALID_SETTINGS", "default caps need count and period >= 1")
         if self.max_response_bytes < 0:
             raise InvalidInput("INVALID_SETTINGS", "max_response_bytes must be >= 0")
-        if min(self.max_request_bytes, self.max_batch_bytes, self.max_bodies_bytes) < 1:
-            raise InvalidInput("INVALID_SETTINGS", "request body limits must be >= 1")
+        if min(self.max_request_bytes, self.max_batch_bytes, self.max_bodies_bytes,
+               self.max_header_bytes) < 1:  # fmt: skip
+            raise InvalidInput("INVALID_SETTINGS", "request body and header limits must be >= 1")
         if self.max_in_flight_per_org < 1 or self.max_queued_per_org < 0:
             raise InvalidInput("INVALID_SETTINGS", "max_in_flight_per_org must be >= 1 and "
                                "max_queued_per_org >= 0")  # fmt: skip
         if self.send_guard_ms < 0 or self.max_redirects < 0:
             raise InvalidInput("INVALID_SETTINGS", "send_guard_ms and max_redirects must be >= 0")
+        if len(self.retry_schedule) > MAX_RETRIES or not all(
+            0 <= delay <= 60 for delay in self.retry_schedule
+        ):
+            raise InvalidInput("INVALID_SETTINGS", f"retry_schedule: at most {MAX_RETRIES} "
+                               "delays, each 0-60 seconds")  # fmt: skip
+        if not 0 < self.queue_max_age <= 6 * HOUR:
+            raise InvalidInput("INVALID_SETTINGS", "queue_max_age must be over 0 and at most 6 h")
         check_keys(self.data_keys)
         if self.transport not in ("aiohttp", "reqwest"):
             raise InvalidInput("INVALID_SETTINGS", "transport must be 'aiohttp' or 'reqwest'")

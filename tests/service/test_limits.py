@@ -13,7 +13,7 @@ from tests.loopback import System, until
 from tests.service.conftest import Running, StartService
 from tests.service.test_calls_api import call
 
-from sluicegate.service.limits import MAX_HEADER_BYTES, MAX_HEADERS
+from sluicegate.service.limits import MAX_HEADERS
 from sluicegate.settings import Settings
 from sluicegate.testing import FakeClock
 
@@ -80,14 +80,14 @@ async def test_a_config_over_the_limit_is_413_in_adobes_envelope(service: Runnin
     "extra",
     [
         {f"x-extra-{n}": "1" for n in range(MAX_HEADERS)},
-        {"x-large": "y" * MAX_HEADER_BYTES},
+        {"x-large": "y" * Settings().max_header_bytes},
     ],
     ids=["too-many", "too-large"],
 )
 async def test_too_many_or_too_large_headers_are_431(
     service: Running, system: System, extra: dict[str, str]
 ) -> None:
-    """More than MAX_HEADERS headers, or more than MAX_HEADER_BYTES of them: 431."""
+    """More than MAX_HEADERS headers, or more than Settings.max_header_bytes of them: 431."""
     headers = await service.key()
     status, problem = await service.request(
         "POST", "/v1/calls", headers | extra, call(system, "ok")

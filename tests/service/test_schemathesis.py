@@ -59,7 +59,7 @@ def serving(data_dir: Path, log: Path) -> Iterator[tuple[str, str]]:
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while "Uvicorn running" not in (text := log.read_text(errors="replace")):
+        while "sluicegate serving on" not in (text := log.read_text(errors="replace")):
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"sluicegate serve did not start:\n{text}")
             time.sleep(0.05)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
+import os
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 if TYPE_CHECKING:
+    from sluicegate.service.options import Chosen
     from sluicegate.wiring import Shared
 
 commands = typer.Typer()
+config = typer.Typer(help="The service's settings.", no_args_is_help=True)
+Output = Annotated[str, typer.Option("--output", "-o", help="table, json or yaml.")]
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the service keeps its data.")]
 RedisUrl = Annotated[
@@ -22,31 +29,6 @@ PostgresUrl = Annotated[
     str | None,
     typer.Option("--postgres", envvar="SLUICEGATE_POSTGRES_URL",
                  help="PostgreSQL shared by several instances (configs, keys, results, reports)."),
-]  # fmt: skip
-
-RedisPrefix = Annotated[
-    str,
-    typer.Option("--redis-prefix", envvar="SLUICEGATE_REDIS_PREFIX",
-                 help="Starts every Redis key: deployments sharing one Redis use different ones."),
-]  # fmt: skip
-
-DataKey = Annotated[
-    str | None,
-    typer.Option("--data-key", envvar="SLUICEGATE_DATA_KEY", show_default=False,
-                 help="Seal queued calls at rest with this key (from `sluicegate data-key`); "
-                      "older keys after commas still open. Prefer the environment variable."),
-]  # fmt: skip
-DataKeyFile = Annotated[
-    Path | None,
-    typer.Option("--data-key-file", envvar="SLUICEGATE_DATA_KEY_FILE",
-                 help="A file holding the data key(s), instead of --data-key."),
-]  # fmt: skip
-
-TransportName = Annotated[
-    str,
-    typer.Option("--transport", envvar="SLUICEGATE_TRANSPORT",
-                 help="HTTP client of the calls: aiohttp (default), or reqwest (faster; see "
-                      "docs/engine.md, Transports)."),
 ]  # fmt: skip
 
 
@@ -73,74 +55,100 @@ def demo() -> None:
     demo_module.main()
 
 
-@commands.command()
-def serve(
-    data_dir: DataDir = Path(".sluicegate"),
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    dev: Annotated[
-        bool, typer.Option(help="Allow egress to loopback and any port; make a first key.")
-    ] = False,
-    redis: RedisUrl = None,
-    postgres: PostgresUrl = None,
-    redis_prefix: RedisPrefix = "sg",
-    transport: TransportName = "aiohttp",
-    data_key: DataKey = None,
-    data_key_file: DataKeyFile = None,
-    max_in_flight_per_org: Annotated[
-        int,
-        typer.Option(
-            envvar="SLUICEGATE_MAX_IN_FLIGHT_PER_ORG",
-            min=1,
-            help="Calls one org may have in flight; over it, 429.",
-        ),
-    ] = 10_000,
-    max_queued_per_org: Annotated[
-        int,
-        typer.Option(
-            envvar="SLUICEGATE_MAX_QUEUED_PER_ORG",
-            min=0,
-            help="Calls one org may have waiting in queues; over it, 429.",
-        ),
-    ] = 10_000_000,
-) -> None:
+def _with_setting_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` ``--config`` and one flag per setting of
+    :mod:`sluicegate.service.options`, each None unless given, so that a flag given can be
+    told from a default and win over the file and the environment."""
+    from sluicegate.service.options import CONFIG_ENV, SETTINGS
+
+    kinds: dict[type, Any] = {str: str | None, int: int | None, bool: bool | None}
+    hints = typing.get_type_hints(command, include_extras=True)
+    declared = inspect.signature(command).parameters.values()
+    own = [p.replace(annotation=hints[p.name]) for p in declared if p.kind != p.VAR_KEYWORD]
+    params = [*own, inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+        annotation=Annotated[Path | None, typer.Option("--config", show_default=False,
+            help=f"A YAML file of settings (env {CONFIG_ENV}).")])]  # fmt: skip
+    for setting in SETTINGS:
+        names = [setting.flag, *setting.aliases]
+        if setting.kind is bool:
+            names = [f"{setting.flag}/--no-{setting.flag[2:]}"]
+        option = typer.Option(
+            *names, show_default=False, help=f"{setting.help} (env {setting.env})"
+        )
+        annotation = Annotated[kinds[setting.kind], option]  # type: ignore[valid-type,name-defined]
+        params.append(inspect.Parameter(setting.name, inspect.Parameter.KEYWORD_ONLY,
+                                        default=None, annotation=annotation))  # fmt: skip
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return command
+
+
+def _chosen(given: dict[str, object]) -> dict[str, Chosen]:
+    from sluicegate.service.options import BadSetting, load
+
+    config = given.pop("config")
+    assert config is None or isinstance(config, Path)
+    try:
+        return load(file=config, environ=os.environ, flags=given)
+    except BadSetting as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@commands.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_with_setting_flags
+def serve(**given: object) -> None:
     """Run the HTTP service: the Adobe-compatible configuration API, calls and reports.
 
     Alone, it keeps its data in --data-dir (SQLite). Several instances behind one load
-    balancer share --redis and --postgres instead, and enforce one set of rules together."""
-    from sluicegate.errors import InvalidInput, StorageError
-    from sluicegate.sealing import parse_keys
-    from sluicegate.service.server import run
+    balancer share --redis and --postgres instead, and enforce one set of rules together.
+    Every setting comes from a flag, else its SLUICEGATE_* variable, else the --config
+    file, else its default: `sluicegate config show` prints where each came from."""
+    from sluicegate.errors import StorageError
+    from sluicegate.service.options import BadSetting, options
+    from sluicegate.service.server import CannotListen, run
     from sluicegate.service.server import serve as serve_forever
-    from sluicegate.settings import Settings
+    from sluicegate.wiring import Shared
 
-    where = _storage(data_dir, redis, postgres, prefix=redis_prefix)
     try:
-        if data_key_file is not None:
-            try:
-                data_key = data_key_file.read_text().strip()
-            except OSError as exc:
-                raise InvalidInput("INVALID_SETTINGS", f"cannot read it: {exc}") from None
-        keys = parse_keys(data_key) if data_key else ()
-    except InvalidInput as exc:
-        option = "--data-key-file" if data_key_file is not None else "--data-key"
-        typer.echo(f"error: {option}: {exc.message}", err=True)
+        chosen = options(_chosen(given))
+    except BadSetting as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    where: Path | Shared = chosen.data_dir
+    if chosen.postgres_url is not None and chosen.redis_url is not None:
+        where = Shared(redis_url=chosen.redis_url, postgres_url=chosen.postgres_url,
+                       prefix=chosen.redis_prefix)  # fmt: skip
     try:
-        settings = Settings(
-            allow_loopback=dev, transport=transport,  # type: ignore[arg-type]
-            data_keys=keys, max_in_flight_per_org=max_in_flight_per_org,
-            max_queued_per_org=max_queued_per_org,
-        )  # fmt: skip
-    except InvalidInput as exc:
-        typer.echo(f"error: --transport: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-    try:
-        run(lambda: serve_forever(where=where, host=host, port=port, dev=dev,
-                                  settings=settings, say=typer.echo))  # fmt: skip
-    except StorageError as exc:
+        run(lambda: serve_forever(where=where, options=chosen, say=typer.echo))
+    except (StorageError, CannotListen) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from None
+
+
+@config.command("show")
+@_with_setting_flags
+def show(output: Output = "table", **given: object) -> None:
+    """Print the settings `serve` would run with, given the same file, environment and
+    flags, and where each came from. Secrets are never printed."""
+    from sluicegate.cli.remote import dump
+    from sluicegate.service.options import BY_NAME, shown
+
+    if output not in ("table", "json", "yaml"):
+        typer.echo(f"error: --output must be table, json or yaml, not {output!r}", err=True)
+        raise typer.Exit(2)
+    chosen = _chosen(given)
+    rows = {name: {"value": shown(BY_NAME[name], found.value), "source": found.source}
+            for name, found in chosen.items()}  # fmt: skip
+    if output != "table":
+        typer.echo(dump(rows, output))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("setting", "value", "source", box=None)
+    for name, row in rows.items():
+        table.add_row(name, str(row["value"]), row["source"])
+    Console().print(table)
 
 
 @commands.command("data-key")

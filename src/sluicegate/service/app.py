@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from sluicegate import __version__
 from sluicegate.service import problems
@@ -25,6 +29,9 @@ from sluicegate.service.routes import (
 )
 from sluicegate.service.runtime import Runtime
 
+#: Response headers a browser client may read.
+EXPOSED = ["Location", "Retry-After", "X-Request-Id", "X-Sluicegate-Call-Id"]
+
 DESCRIPTION = """\
 sluicegate stands between a journey orchestrator and the external systems its journeys
 call. The configuration API under `/journey/orchestration` follows Adobe Journey
@@ -34,7 +41,7 @@ and `x-sandbox-name`.
 """
 
 
-def create_app(runtime: Runtime) -> AccessLog:
+def create_app(runtime: Runtime, *, cors_origins: Sequence[str] = ()) -> AccessLog:
     """The service on ``runtime``. OpenAPI at ``/openapi.json``, docs at ``/docs``; every
     request bounded first (:class:`~sluicegate.service.limits.Limits`), the call routes
     through their :class:`~sluicegate.service.fastpath.FastPath`."""
@@ -52,4 +59,8 @@ def create_app(runtime: Runtime) -> AccessLog:
         app.include_router(module.router)
     if runtime.dev:  # the built-in external system of a first run
         app.include_router(echo.router)
-    return AccessLog(Limits(FastPath(app, runtime), runtime.settings))
+    served: ASGIApp = Limits(FastPath(app, runtime), runtime.settings)
+    if cors_origins:  # outside the limits, so that a refusal still carries CORS headers
+        served = CORSMiddleware(served, allow_origins=list(cors_origins), allow_methods=["*"],
+                                allow_headers=["*"], expose_headers=EXPOSED)  # fmt: skip
+    return AccessLog(served)

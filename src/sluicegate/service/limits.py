@@ -1,7 +1,7 @@
 """How much a request may carry, checked before anything reads it.
 
 Every request passes here first. Headers: at most :data:`MAX_HEADERS` of them and
-:data:`MAX_HEADER_BYTES` in all, else 431. Body: at most ``Settings.max_request_bytes``
+``Settings.max_header_bytes`` in all, else 431. Body: at most ``Settings.max_request_bytes``
 (``max_batch_bytes`` for ``POST /v1/calls:batch``), else 413, judged by its
 ``Content-Length`` before a byte is read, and while it is read when it has none. All the
 bodies held at once (read, or being handled: a call waiting for its outcome holds its
@@ -23,7 +23,6 @@ from sluicegate.service.problems import Problem, advice, answer, render, unexpec
 from sluicegate.settings import Settings
 
 MAX_HEADERS = 100
-MAX_HEADER_BYTES = 64 * 1024
 BATCH_PATH = "/v1/calls:batch"
 log = logging.getLogger(__name__)
 
@@ -36,6 +35,7 @@ class Limits:
         self._body = settings.max_request_bytes
         self._batch = settings.max_batch_bytes
         self._budget = settings.max_bodies_bytes
+        self._headers = settings.max_header_bytes
         self._held = 0  # bytes of the bodies of requests being read or handled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -44,7 +44,7 @@ class Limits:
             return
         limit = self._batch if scope["path"] == BATCH_PATH else self._body
         try:
-            _check_headers(scope)
+            _check_headers(scope, self._headers)
             body, held = await self._read(scope, receive, limit)
         except Problem as problem:
             found = answer(problem, scope["path"])
@@ -125,16 +125,16 @@ async def send_json(send: Send, status: int, body: bytes, *, close: bool = False
     await send({"type": "http.response.body", "body": body})
 
 
-def _check_headers(scope: Scope) -> None:
+def _check_headers(scope: Scope, max_bytes: int) -> None:
     headers = scope["headers"]
     if len(headers) > MAX_HEADERS:
         raise Problem(
             431, "HEADERS_TOO_LARGE", f"at most {MAX_HEADERS} headers, not {len(headers)}"
         )
     size = sum(len(name) + len(value) for name, value in headers)
-    if size > MAX_HEADER_BYTES:
+    if size > max_bytes:
         raise Problem(431, "HEADERS_TOO_LARGE",
-                      f"at most {MAX_HEADER_BYTES:,} bytes of headers, not {size:,}")  # fmt: skip
+                      f"at most {max_bytes:,} bytes of headers, not {size:,}")  # fmt: skip
 
 
 def _too_large(limit: int) -> Problem:

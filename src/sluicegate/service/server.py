@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 from collections.abc import Callable, Generator
 from pathlib import Path
 
@@ -20,10 +22,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sluicegate.collector import tune
 from sluicegate.service.app import create_app
+from sluicegate.service.options import ServiceOptions
 from sluicegate.service.problems import render, unparsable
 from sluicegate.service.runtime import Runtime, open_runtime
 from sluicegate.service.tenants import Role
-from sluicegate.settings import Settings
 from sluicegate.wiring import Shared
 
 DEV_ORG = "demo"
@@ -68,34 +70,51 @@ async def dev_key(runtime: Runtime) -> str | None:
     return await runtime.tenants.create_key(org=DEV_ORG, role=Role.ADMIN)
 
 
+class CannotListen(Exception):
+    """The address to listen on is taken or cannot be used: ``str()`` says which and why."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` and listening, before anything says "serving":
+    a port in use is an error here, not after a successful-looking start."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CannotListen(f"cannot listen on {host}:{port}: {reason}") from None
+
+
 async def serve(
-    *,
-    where: Path | Shared,
-    host: str,
-    port: int,
-    dev: bool,
-    settings: Settings | None = None,
-    say: Callable[[str], None],
+    *, where: Path | Shared, options: ServiceOptions, say: Callable[[str], None]
 ) -> None:
-    async with open_runtime(where, dev=dev, settings=settings) as runtime:
+    """Serve until SIGTERM or SIGINT; ``say`` prints what the operator should read."""
+    dev = options.dev
+    sock = listen(options.host, options.port)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(sock.close)
+        runtime = await stack.enter_async_context(
+            open_runtime(where, dev=dev, settings=options.settings)
+        )
         # No proxy-header rewriting: nothing here reads the client's address.
         config = uvicorn.Config(
-            create_app(runtime), host=host, port=port, lifespan="off", access_log=False,
-            log_level="info", timeout_graceful_shutdown=10, proxy_headers=False,
-            server_header=False, http=_Http,
+            create_app(runtime, cors_origins=options.cors_origins), lifespan="off",
+            access_log=False, log_level="info", timeout_graceful_shutdown=10,
+            proxy_headers=False, server_header=False, http=_Http,
         )  # fmt: skip
         server = _Server(config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-        base = f"http://{host}:{port}"
+        host, port = sock.getsockname()[:2]
+        base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         if dev and (token := await dev_key(runtime)) is not None:
             say(f"Development mode: created an admin key for the org '{DEV_ORG}':\n\n  {token}\n")
             say(f"Try a first call:\n\n  {first_call(token, base)}\n")
         data = "shared in Redis and PostgreSQL" if isinstance(where, Shared) else f"in {where}"
         say(f"sluicegate serving on {base} (data {data}); API docs at {base}/docs")
         tune()  # started, before the traffic: see sluicegate.collector
-        await server.serve()
+        await server.serve(sockets=[sock])
 
 
 def run(coro_factory: Callable[[], object]) -> None:

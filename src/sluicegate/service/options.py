@@ -1,0 +1,414 @@
+"""The operator's settings of ``sluicegate serve``, from a file, the environment and flags.
+
+Every setting has one name: ``allowed_ports`` is the key ``allowed_ports:`` of the YAML
+file (``--config`` or ``SLUICEGATE_CONFIG``), the variable ``SLUICEGATE_ALLOWED_PORTS``
+and the flag ``--allowed-ports``. A flag wins over the variable, which wins over the file,
+which wins over the default. Lists are YAML lists in the file and comma-separated text
+elsewhere. Everything is checked here, once, before the service starts: a wrong value is a
+:class:`BadSetting` that names the setting and where it came from, so that an operator
+never learns of a typo from a failed call hours later. :func:`load` answers the values
+with their sources, which ``sluicegate config show`` prints.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+from sluicegate.errors import InvalidInput
+from sluicegate.sealing import parse_keys
+from sluicegate.settings import DefaultCap, Settings
+
+ENV_PREFIX = "SLUICEGATE_"
+CONFIG_ENV = "SLUICEGATE_CONFIG"
+#: The private ranges ``allow_private_networks`` opens (RFC 1918, RFC 4193); never loopback.
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in
+                         ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))  # fmt: skip
+
+
+class BadSetting(Exception):
+    """A setting that cannot be used: ``str()`` names it, its source, and what is wrong."""
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError("must be text")
+    text = str(value).strip()
+    if not text or not text.isprintable():
+        raise ValueError("must be printable, non-empty text")
+    return text
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None or value == "" else _text(value)
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _whole(low: int, high: int | None = None) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError("must be a whole number")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"must be a whole number, not {value!r}") from None
+        if number < low or (high is not None and number > high):
+            raise ValueError(f"must be {low}-{high}" if high is not None else f"must be >= {low}")
+        return number
+
+    return parse
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number of seconds")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a number of seconds, not {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("must be a finite number >= 0")
+    return number
+
+
+def _items(value: object) -> list[object]:
+    if isinstance(value, list | tuple):
+        return list(value)
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [value]
+
+
+def _list(item: Callable[[object], Any]) -> Callable[[object], tuple[Any, ...]]:
+    def parse(value: object) -> tuple[Any, ...]:
+        return tuple(item(part) for part in _items(value))
+
+    return parse
+
+
+def _network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(_text(value), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a network in CIDR form ({exc})") from None
+
+
+def _choice(*choices: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = _text(value).lower()
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
+        return text
+
+    return parse
+
+
+def _path(value: object) -> Path:
+    return Path(_text(value)).expanduser()
+
+
+def _optional_path(value: object) -> Path | None:
+    return None if value is None or value == "" else _path(value)
+
+
+def _data_keys(value: object) -> tuple[bytes, ...]:
+    try:
+        return parse_keys(_text(value)) if value else ()
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+
+
+def _secret(value: object) -> bytes | None:
+    """A callback signing secret: ``whsec_<base64>`` as Standard Webhooks writes them,
+    else the text's UTF-8 bytes (at least 16 of them)."""
+    import base64
+    import binascii
+
+    text = _optional_text(value)
+    if text is None:
+        return None
+    if text.startswith("whsec_"):
+        try:
+            secret = base64.b64decode(text.removeprefix("whsec_"), validate=True)
+        except binascii.Error:
+            raise ValueError("a whsec_ secret must be base64 after its prefix") from None
+    else:
+        secret = text.encode()
+    if len(secret) < 16:
+        raise ValueError("must be at least 16 bytes")
+    return secret
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Setting:
+    """One setting: its name, what it means, how text or YAML becomes its value."""
+
+    name: str
+    help: str
+    parse: Callable[[object], Any]
+    default: Any
+    kind: type = str  # of its flag: str, int or bool
+    secret: bool = False
+    aliases: tuple[str, ...] = ()  # older flags, still accepted
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+_D = Settings()
+SETTINGS: tuple[Setting, ...] = (
+    Setting(name="host", help="Interface to listen on.", parse=_text, default="127.0.0.1"),
+    Setting(name="port", help="Port to listen on (0: any free port).", parse=_whole(0, 65535),
+            default=8080, kind=int),
+    Setting(name="data_dir", help="Where the service keeps its data (SQLite).", parse=_path,
+            default=Path(".sluicegate")),
+    Setting(name="create", help="Create the data dir if it does not exist (--dev does too).",
+            parse=_flag, default=False, kind=bool),
+    Setting(name="dev", help="Development: egress to loopback and any port, a first key, "
+            "and a built-in external system at /dev/echo.", parse=_flag, default=False,
+            kind=bool),
+    Setting(name="redis_url", help="Redis shared by several instances (slots, queues).",
+            parse=_optional_text, default=None, secret=True, aliases=("--redis",)),
+    Setting(name="postgres_url", help="PostgreSQL shared by several instances (configs, "
+            "keys, results, reports).", parse=_optional_text, default=None, secret=True,
+            aliases=("--postgres",)),
+    Setting(name="redis_prefix", help="Starts every Redis key: deployments sharing one "
+            "Redis use different ones.", parse=_text, default="sg"),
+    Setting(name="transport", help="HTTP client of the calls: aiohttp or reqwest.",
+            parse=_choice("aiohttp", "reqwest"), default="aiohttp"),
+    Setting(name="log_format", help="text or json (one JSON object per line).",
+            parse=_choice("text", "json"), default="text"),
+    Setting(name="log_level", help="debug, info, warning or error.",
+            parse=_choice("debug", "info", "warning", "error"), default="info"),
+    Setting(name="cors_origins", help="Browser origins allowed to call the API (CORS).",
+            parse=_list(_text), default=()),
+    Setting(name="allowed_hosts", help="Hosts called whatever address they resolve to "
+            "(internal partners); their ports must still be allowed.", parse=_list(_text),
+            default=()),
+    Setting(name="allowed_ports", help="Ports calls may reach.",
+            parse=_list(_whole(1, 65535)), default=tuple(sorted(_D.allowed_ports))),
+    Setting(name="allowed_networks", help="Networks (CIDR) calls may reach though not public.",
+            parse=_list(_network), default=()),
+    Setting(name="allow_private_networks", help="Let calls reach private networks (10/8, "
+            "172.16/12, 192.168/16, fc00::/7); never loopback.", parse=_flag, default=False,
+            kind=bool),
+    Setting(name="action_cap_count", help="Default cap of an action endpoint: calls ...",
+            parse=_whole(1), default=_D.action_default.count, kind=int),
+    Setting(name="action_cap_period_ms", help="... per this many milliseconds.",
+            parse=_whole(1), default=_D.action_default.period_ms, kind=int),
+    Setting(name="datasource_cap_count", help="Default cap of a data source: calls ...",
+            parse=_whole(1), default=_D.datasource_default.count, kind=int),
+    Setting(name="datasource_cap_period_ms", help="... per this many milliseconds.",
+            parse=_whole(1), default=_D.datasource_default.period_ms, kind=int),
+    Setting(name="datasource_allowlist", help="Hosts whose data sources may be capped above "
+            "the default.", parse=_list(_text), default=()),
+    Setting(name="public_hosts", help="Hosts declared public: never allowlisted.",
+            parse=_list(_text), default=()),
+    Setting(name="retry_schedule", help="Seconds before each retry (at most 3).",
+            parse=_list(_seconds), default=_D.retry_schedule),
+    Setting(name="queue_max_age", help="Seconds a throttled call may wait (at most 21600).",
+            parse=_seconds, default=_D.queue_max_age),
+    Setting(name="max_redirects", help="Redirects a call follows.", parse=_whole(0),
+            default=_D.max_redirects, kind=int),
+    Setting(name="max_response_bytes", help="Bytes of a response body kept.",
+            parse=_whole(0), default=_D.max_response_bytes, kind=int),
+    Setting(name="max_request_bytes", help="Bytes of a request body read.",
+            parse=_whole(1), default=_D.max_request_bytes, kind=int),
+    Setting(name="max_batch_bytes", help="Bytes of a batch of calls read.",
+            parse=_whole(1), default=_D.max_batch_bytes, kind=int),
+    Setting(name="max_bodies_bytes", help="Bytes of request bodies held at once.",
+            parse=_whole(1), default=_D.max_bodies_bytes, kind=int),
+    Setting(name="max_header_bytes", help="Bytes of a request's headers.",
+            parse=_whole(1), default=_D.max_header_bytes, kind=int),
+    Setting(name="max_in_flight_per_org", help="Calls one org may have in flight; over it, "
+            "429.", parse=_whole(1), default=_D.max_in_flight_per_org, kind=int),
+    Setting(name="max_queued_per_org", help="Calls one org may have waiting in queues; over "
+            "it, 429.", parse=_whole(0), default=_D.max_queued_per_org, kind=int),
+    Setting(name="data_key", help="Seal queued calls at rest with this key (from `sluicegate "
+            "data-key`); older keys after commas still open.", parse=_data_keys, default=(),
+            secret=True),
+    Setting(name="data_key_file", help="A file holding the data key(s).",
+            parse=_optional_path, default=None),
+    Setting(name="callback_secret", help="Sign callbacks with this secret (whsec_<base64>, "
+            "or text of 16+ bytes).", parse=_secret, default=None, secret=True),
+    Setting(name="otel", help="Trace calls with OpenTelemetry (needs the otel extra; "
+            "configured by the OTEL_* variables).", parse=_flag, default=False, kind=bool),
+)  # fmt: skip
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chosen:
+    """A setting's value and where it came from: ``default``, ``file <path>:<line>``,
+    ``env SLUICEGATE_...`` or ``flag --...``."""
+
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceOptions:
+    """Everything ``serve`` was told: the engine's :class:`Settings` and the service's own."""
+
+    host: str
+    port: int
+    data_dir: Path
+    create: bool
+    dev: bool
+    redis_url: str | None
+    postgres_url: str | None
+    redis_prefix: str
+    log_format: str
+    log_level: str
+    cors_origins: tuple[str, ...]
+    otel: bool
+    settings: Settings
+
+
+def _read_file(path: Path) -> dict[str, Chosen]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadSetting(f"--config: cannot read {path}: {exc.strerror}") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        raise BadSetting(f"{path}:{line}: not valid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise BadSetting(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise BadSetting(f"{path}: must be a mapping of setting names to values")
+    lines = {key.value: key.start_mark.line + 1 for key, _ in node.value}
+    found = {}
+    for name, value in data.items():
+        where = f"file {path}:{lines.get(name, 1)}"
+        if name not in BY_NAME:
+            close = difflib.get_close_matches(str(name), BY_NAME, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise BadSetting(f"unknown setting {name!r} in {where}{hint}")
+        found[name] = Chosen(value=value, source=where)
+    return found
+
+
+def load(
+    *, file: Path | None, environ: Mapping[str, str], flags: Mapping[str, object]
+) -> dict[str, Chosen]:
+    """Every setting's value and source; ``flags`` holds only the flags given."""
+    if file is None and environ.get(CONFIG_ENV):
+        file = Path(environ[CONFIG_ENV])
+    raw = {s.name: Chosen(value=s.default, source="default") for s in SETTINGS}
+    if file is not None:
+        raw |= _read_file(file)
+    for setting in SETTINGS:
+        if setting.env in environ:
+            raw[setting.name] = Chosen(value=environ[setting.env], source=f"env {setting.env}")
+        if flags.get(setting.name) is not None:
+            raw[setting.name] = Chosen(value=flags[setting.name], source=f"flag {setting.flag}")
+    chosen = {}
+    for name, found in raw.items():
+        if found.source == "default":
+            chosen[name] = found
+            continue
+        try:
+            chosen[name] = Chosen(value=BY_NAME[name].parse(found.value), source=found.source)
+        except ValueError as exc:
+            raise BadSetting(f"setting {name} ({found.source}): {exc}") from None
+    return chosen
+
+
+def options(chosen: Mapping[str, Chosen]) -> ServiceOptions:
+    """The service's options from :func:`load`'s answer, checked together."""
+    value = {name: found.value for name, found in chosen.items()}
+    keys = value["data_key"]
+    if (key_file := value["data_key_file"]) is not None:
+        try:
+            keys = _data_keys(key_file.read_text().strip())
+        except OSError as exc:
+            raise BadSetting(f"setting data_key_file: cannot read it: {exc.strerror}") from None
+        except ValueError as exc:
+            raise BadSetting(f"setting data_key_file: {exc}") from None
+    if (value["redis_url"] is None) != (value["postgres_url"] is None):
+        raise BadSetting("settings redis_url and postgres_url: shared storage needs both")
+    networks = value["allowed_networks"]
+    if value["allow_private_networks"]:
+        networks += PRIVATE_NETWORKS
+    try:
+        settings = Settings(
+            allow_loopback=value["dev"], transport=value["transport"], data_keys=keys,
+            allowed_hosts=frozenset(value["allowed_hosts"]),
+            allowed_ports=frozenset(value["allowed_ports"]), allowed_networks=networks,
+            action_default=DefaultCap(count=value["action_cap_count"],
+                                      period_ms=value["action_cap_period_ms"]),
+            datasource_default=DefaultCap(count=value["datasource_cap_count"],
+                                          period_ms=value["datasource_cap_period_ms"]),
+            datasource_allowlist=frozenset(value["datasource_allowlist"]),
+            public_hosts=frozenset(value["public_hosts"]),
+            retry_schedule=tuple(value["retry_schedule"]), queue_max_age=value["queue_max_age"],
+            max_redirects=value["max_redirects"], max_response_bytes=value["max_response_bytes"],
+            max_request_bytes=value["max_request_bytes"],
+            max_batch_bytes=value["max_batch_bytes"], max_bodies_bytes=value["max_bodies_bytes"],
+            max_header_bytes=value["max_header_bytes"],
+            max_in_flight_per_org=value["max_in_flight_per_org"],
+            max_queued_per_org=value["max_queued_per_org"],
+            callback_secret=value["callback_secret"],
+        )  # fmt: skip
+    except InvalidInput as exc:
+        raise BadSetting(f"settings: {exc.message}") from None
+    data_dir = value["data_dir"]
+    shared = value["postgres_url"] is not None
+    if not shared and not data_dir.is_dir() and not (value["create"] or value["dev"]):
+        raise BadSetting(f"setting data_dir ({chosen['data_dir'].source}): {data_dir} does not "
+                         "exist: pass --create to make it, or fix the path")  # fmt: skip
+    return ServiceOptions(
+        host=value["host"], port=value["port"], data_dir=data_dir, create=value["create"],
+        dev=value["dev"], redis_url=value["redis_url"], postgres_url=value["postgres_url"],
+        redis_prefix=value["redis_prefix"], log_format=value["log_format"],
+        log_level=value["log_level"], cors_origins=value["cors_origins"], otel=value["otel"],
+        settings=settings,
+    )  # fmt: skip
+
+
+def shown(setting: Setting, value: Any) -> Any:
+    """``value`` as ``config show`` prints it: secrets hidden, URLs without passwords."""
+    if value is None or value == ():
+        return value
+    if setting.name in ("redis_url", "postgres_url"):
+        parts = urlsplit(value)
+        if parts.password is not None:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+            return urlunsplit(parts._replace(netloc=netloc))
+        return value
+    if setting.secret:
+        return "*** (set)"
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [str(item) if not isinstance(item, int | float) else item for item in value]
+    return value
