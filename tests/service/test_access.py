@@ -172,6 +172,15 @@ async def new_sandbox(env: Env) -> Prepared:
     return {}, {"name": f"box-{next(env.names)}", "type": "development"}
 
 
+async def new_key(env: Env) -> Prepared:
+    return {}, {"role": "viewer"}
+
+
+async def key_to_revoke(env: Env) -> Prepared:
+    made = await env.as_admin("POST", "/v1/keys", {"role": "viewer"})
+    return {"keyId": made["keyId"]}, None
+
+
 @dataclass(frozen=True)
 class Route:
     name: str
@@ -219,6 +228,9 @@ ROUTES = [
     Route("report-timeseries", "GET", "/v1/reports/timeseries?step=1s", READ, 200),
     Route("endpoints", "GET", "/v1/endpoints", READ, 200),
     Route("metrics", "GET", "/metrics", READ, 200),
+    Route("create-key", "POST", "/v1/keys", ADMIN, 201, new_key),
+    Route("list-keys", "GET", "/v1/keys", ADMIN, 200),
+    Route("revoke-key", "DELETE", "/v1/keys/{keyId}", ADMIN, 204, key_to_revoke),
 ]  # fmt: skip
 # /metrics reads only the key (its org is the key's): the org and sandbox headers do not apply.
 WITH_HEADERS = [route for route in ROUTES if route.name != "metrics"]

@@ -44,12 +44,13 @@ def runtime(request: Request) -> Runtime:
 
 
 async def identify(rt: Runtime, token: str | None) -> Principal:
-    """The principal of a bearer ``token``; 401 when it is missing or unknown."""
+    """The principal of a bearer ``token``; 401 when it is missing, unknown (``UNAUTHORIZED``),
+    revoked (``KEY_REVOKED``) or expired (``KEY_EXPIRED``)."""
     if token is None:
         raise Problem(401, "UNAUTHORIZED", "send 'Authorization: Bearer <api key>'")
-    found = await rt.tenants.authenticate(token)
-    if found is None:
-        raise Problem(401, "UNAUTHORIZED", "unknown API key")
+    found = await rt.tenants.check(token)
+    if not isinstance(found, Principal):
+        raise Problem(401, found.value, found.message)
     return found
 
 

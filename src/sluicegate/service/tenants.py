@@ -1,39 +1,68 @@
 """Orgs, their sandboxes, and the API keys that act for them.
 
 A key belongs to one org and has one :class:`Role`. Tokens are random and shown once;
-only their SHA-256 is stored, so a copy of the database does not leak working keys.
-Every org has a ``prod`` sandbox of type ``production``, made with its first key.
+only their SHA-256 is stored, so a copy of the database does not leak working keys. A key
+is named in lists and logs by its public id, ``key_`` and the first 12 hex digits of that
+hash, which says nothing of the token. It may expire; revoked, it stays listed but acts
+no more. Every org has a ``prod`` sandbox of type ``production``, made with its first key.
+
+Every request authenticates, so what a key is (org, role, expiry, revocation) is kept in
+memory, but for :data:`KEY_CACHE_SECONDS` only: a key revoked by another process (another
+instance, or ``sluicegate keys revoke`` on the database) is refused here within that
+bound, and one revoked by this process at once. Expiry is judged on every request.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from sluicegate.backends.database import SqlDatabase
 from sluicegate.clock import Clock
 from sluicegate.configs import PRODUCTION
-from sluicegate.errors import InvalidInput
+from sluicegate.errors import InvalidInput, StorageError
 
 DEVELOPMENT = "development"
 SANDBOX_TYPES = frozenset({PRODUCTION, DEVELOPMENT})
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+#: How long what was read of a key is trusted before it is read again (seconds).
+KEY_CACHE_SECONDS = 1.0
+#: Expiry times are before this (seconds since the epoch: past the year 5000).
+LATEST = 1e11
+_COLUMNS = "key_id, org, role, name, created_at, expires_at, revoked_at"
+log = logging.getLogger(__name__)
 
 
 class Role(StrEnum):
     """What a key may do, within its own org only."""
 
     ADMIN = "admin"
-    """Everything, sandboxes included."""
+    """Everything: sandboxes and keys included."""
     EDITOR = "editor"
     """Rules and journeys, and everything a viewer reads."""
     CALLER = "caller"
     """Calls only."""
     VIEWER = "viewer"
     """Read only: rules, journeys, reports."""
+
+
+class Refusal(StrEnum):
+    """Why a token acts for no one; the value is the code of the 401 answer."""
+
+    UNKNOWN = "UNAUTHORIZED"
+    REVOKED = "KEY_REVOKED"
+    EXPIRED = "KEY_EXPIRED"
+
+    @property
+    def message(self) -> str:
+        return {"UNAUTHORIZED": "unknown API key", "KEY_REVOKED": "this API key was revoked",
+                "KEY_EXPIRED": "this API key has expired"}[self.value]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,14 +74,58 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKey:
+    """A key as it is listed: everything but its token. Times are epoch seconds."""
+
+    id: str
+    org: str
+    role: Role
+    name: str | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+    def refusal(self, now: float) -> Refusal | None:
+        """Why the key no longer acts at ``now``, or None while it does."""
+        if self.revoked_at is not None:
+            return Refusal.REVOKED
+        if self.expires_at is not None and now >= self.expires_at:
+            return Refusal.EXPIRED
+        return None
+
+    def state(self, now: float) -> str:
+        """``active``, ``expired`` or ``revoked``."""
+        found = self.refusal(now)
+        return "active" if found is None else found.name.lower()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Sandbox:
     org: str
     name: str
     type: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Known:
+    key: ApiKey
+    principal: Principal
+    read_at: float
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def key_id(token: str) -> str:
+    """The public id of the key ``token``."""
+    return f"key_{_digest(token)[:12]}"
+
+
+def _key(row: Any) -> ApiKey:
+    found, org, role, name, created_at, expires_at, revoked_at = row
+    return ApiKey(id=found, org=org, role=Role(role), name=name, created_at=created_at,
+                  expires_at=expires_at, revoked_at=revoked_at)  # fmt: skip
 
 
 class Tenants:
@@ -61,20 +134,30 @@ class Tenants:
     def __init__(self, db: SqlDatabase, clock: Clock) -> None:
         self._db = db
         self._clock = clock
-        # Keys and sandboxes are never edited or removed, so what was found stays true.
-        self._principals: dict[str, Principal] = {}  # by token digest
+        self._known: dict[str, _Known] = {}  # by token digest
+        self._revocations = 0  # a read that began before a revocation is not kept
+        # Sandboxes are never edited or removed, so what was found stays true.
         self._sandboxes: dict[tuple[str, str], Sandbox] = {}
 
-    async def create_key(self, *, org: str, role: Role = Role.ADMIN) -> str:
-        """A new token for ``org``; the org's ``prod`` sandbox is created with its first key."""
+    async def create_key(
+        self, *, org: str, role: Role, name: str | None = None, expires_at: float | None = None
+    ) -> str:
+        """A new token for ``org``, named ``name`` and acting until ``expires_at`` (epoch
+        seconds, in the future) if given; the org's ``prod`` sandbox is created with its
+        first key."""
         if not org or len(org) > 256 or not org.isprintable():
             raise InvalidInput("INVALID_ORG", "org must be 1-256 printable characters")
-        token = f"sg_{secrets.token_urlsafe(32)}"
+        if name is not None and (not name or len(name) > 256 or not name.isprintable()):
+            raise InvalidInput("INVALID_KEY_NAME", "name must be 1-256 printable characters")
         now = self._clock.now()
+        if expires_at is not None and not (math.isfinite(expires_at) and now < expires_at < LATEST):
+            raise InvalidInput("INVALID_EXPIRY", "a key must expire in the future")
+        token = f"sg_{secrets.token_urlsafe(32)}"
         await self._db.execute(
             "creating a key",
-            "INSERT INTO api_keys (token_hash, org, role, created_at) VALUES (?, ?, ?, ?)",
-            (_digest(token), org, role.value, now),
+            "INSERT INTO api_keys (token_hash, key_id, org, role, name, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (_digest(token), key_id(token), org, role.value, name, now, expires_at),
         )
         await self._db.execute(
             "creating the prod sandbox",
@@ -88,18 +171,83 @@ class Tenants:
         rows = await self._db.execute("counting keys", "SELECT 1 FROM api_keys LIMIT 1")
         return bool(rows)
 
-    async def authenticate(self, token: str) -> Principal | None:
-        """The principal of ``token``, or None for an unknown token."""
-        digest = _digest(token)
-        principal = self._principals.get(digest)
-        if principal is None:
-            rows = await self._db.execute(
-                "reading a key", "SELECT org, role FROM api_keys WHERE token_hash = ?", (digest,)
+    async def keys(self, *, org: str | None) -> list[ApiKey]:
+        """The keys of ``org``, revoked ones too, oldest first; every org's for None (the
+        operator's view, on the database)."""
+        where, params = ("WHERE org = ? ", (org,)) if org is not None else ("", ())
+        rows = await self._db.execute(
+            "listing keys",
+            f"SELECT {_COLUMNS} FROM api_keys {where}ORDER BY created_at, key_id",
+            params,
+        )
+        return [_key(row) for row in rows]
+
+    async def key(self, found: str, *, org: str | None) -> ApiKey | None:
+        """The key of id ``found`` if it belongs to ``org`` (to any org for None)."""
+        rows = await self._db.execute(
+            "reading a key", f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (found,)
+        )
+        key = _key(rows[0]) if rows else None
+        return key if key is not None and org in (None, key.org) else None
+
+    async def revoke(self, found: str, *, org: str | None) -> ApiKey | None:
+        """Revoke the key of id ``found`` of ``org`` (of any org for None): refused by
+        this process from now on, by others within :data:`KEY_CACHE_SECONDS`. The key,
+        revoked (at its first revocation, if it was already); None if there is none."""
+        key = await self.key(found, org=org)
+        if key is None:
+            return None
+        if key.revoked_at is None:
+            await self._db.execute(
+                "revoking a key",
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (self._clock.now(), found),
             )
-            if not rows:
-                return None
-            principal = self._principals[digest] = Principal(org=rows[0][0], role=Role(rows[0][1]))
-        return principal
+            key = await self.key(found, org=org)
+            assert key is not None  # keys are never deleted
+        self._revocations += 1
+        self._known = {d: k for d, k in self._known.items() if k.key.id != found}
+        return key
+
+    async def check(self, token: str) -> Principal | Refusal:
+        """The principal of ``token``, or why it acts for no one. Read from the database
+        at most once per :data:`KEY_CACHE_SECONDS` per key: every request asks."""
+        digest = _digest(token)
+        now = self._clock.now()
+        known = self._known.get(digest)
+        if known is None or now - known.read_at >= KEY_CACHE_SECONDS:
+            known = await self._read(digest, known, now)
+            if known is None:
+                return Refusal.UNKNOWN
+        refusal = known.key.refusal(now)
+        return known.principal if refusal is None else refusal
+
+    async def _read(self, digest: str, known: _Known | None, now: float) -> _Known | None:
+        """What the database says of the key ``digest`` now. When it cannot be read, a key
+        read before stays as it was (calls go on while the database is away; nothing could
+        revoke it there meanwhile) and is tried again after :data:`KEY_CACHE_SECONDS`."""
+        revocations = self._revocations
+        try:
+            rows = await self._db.execute(
+                "reading a key", f"SELECT {_COLUMNS} FROM api_keys WHERE token_hash = ?",
+                (digest,),
+            )  # fmt: skip
+        except StorageError as exc:
+            if known is None:
+                raise
+            log.warning("cannot read key %s again; trusting what was read: %s", known.key.id, exc)
+            fresh: _Known | None = replace(known, read_at=now)
+        else:
+            fresh = None
+            if rows:
+                key = _key(rows[0])
+                fresh = _Known(key=key, principal=Principal(org=key.org, role=key.role),
+                               read_at=now)  # fmt: skip
+        if fresh is None:
+            self._known.pop(digest, None)
+        elif revocations == self._revocations:
+            self._known[digest] = fresh
+        return fresh
 
     async def sandbox(self, org: str, name: str) -> Sandbox | None:
         """The sandbox ``name`` of ``org``; read once, then from memory (every request asks)."""
