@@ -164,6 +164,14 @@ async def finished_call(env: Env) -> Prepared:
     return {"callId": made["callId"]}, None
 
 
+async def failed_call(env: Env) -> Prepared:
+    """A call the egress policy blocks (a private address): one that may be replayed."""
+    body = call_body(env) | {"request": {"method": "GET", "url": "http://10.0.0.1/"}}
+    made = await env.as_admin("POST", "/v1/calls", body)
+    assert "blocked" == made["outcome"], made
+    return {"callId": made["callId"]}, {"waitSeconds": 10}
+
+
 async def journey_timeout(env: Env) -> Prepared:
     return {}, {"timeoutSeconds": 5}
 
@@ -220,6 +228,8 @@ ROUTES = [
     Route("make-call", "POST", "/v1/calls", CALL, 200, new_call),
     Route("make-calls", "POST", "/v1/calls:batch", CALL, 200, new_batch),
     Route("get-call", "GET", "/v1/calls/{callId}", CALL, 200, finished_call),
+    Route("list-calls", "GET", "/v1/calls", READ | CALL, 200),
+    Route("replay-call", "POST", "/v1/calls/{callId}:replay", CALL, 200, failed_call),
     Route("put-journey", "PUT", "/v1/journeys/access", EDIT, 200, journey_timeout),
     Route("get-journey", "GET", "/v1/journeys/access", READ, 200),
     Route("create-sandbox", "POST", "/v1/sandboxes", ADMIN, 201, new_sandbox),
@@ -320,6 +330,7 @@ VIEWS: list[tuple[str, str, Callable[[str], Any]]] = [
     ("endpoints", "/v1/endpoints",
      lambda text: [e["endpoint"] for e in json.loads(text)["results"]]),
     ("metrics", "/metrics", samples),
+    ("list-calls", "/v1/calls", lambda text: json.loads(text)["calls"]),
 ]  # fmt: skip
 
 
@@ -331,6 +342,7 @@ async def test_another_orgs_views_show_nothing_of_it(
     await fresh_config(env, "endpointConfigs")
     await fresh_config(env, "throttlingConfigs")
     await finished_call(env)
+    await env.running.runtime.calls.written()
     method = "POST" if path.startswith(f"{BASE}/list/") else "GET"
     texts = {}
     for org in (ORG_A, ORG_B):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from sluicegate.service.callrows import Batch, Finished, interrupted, write_batch
-from sluicegate.service.db import SCHEMA
+from sluicegate.service.db import SCHEMA, upgrade_calls
 
 
 def finished(call_id: str, *, guarded: bool) -> Finished:
@@ -19,6 +19,7 @@ def test_an_interrupted_ending_does_not_overwrite_a_result() -> None:
     over a call that has not ended, it is written and its callback is owed."""
     conn = sqlite3.connect(":memory:")
     conn.executescript(SCHEMA)
+    upgrade_calls(conn)
     conn.executemany(
         "INSERT INTO calls (call_id, org, sandbox, journey, state, callback_url, created_at, "
         "result) VALUES (?, 'acme', 'prod', 'j', ?, 'http://cb.example/', 0, ?)",

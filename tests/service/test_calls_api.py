@@ -351,3 +351,175 @@ async def test_a_read_racing_a_queued_calls_end_answers_its_real_ending(
     monkeypatch.undo()
     assert (200, "success") == (status, answer["outcome"]), answer
     assert (200, answer) == await service.request("GET", f"/v1/calls/{call_id}", headers)
+
+
+async def raw(service: Running, method: str, path: str, headers: dict[str, str],
+              body: Any = None) -> tuple[int, dict[str, str], Any]:  # fmt: skip
+    """Status, headers and JSON body of one request."""
+    async with service.http.request(method, service.base + path, headers=headers,
+                                    json=body) as response:  # fmt: skip
+        return response.status, dict(response.headers), await response.json()
+
+
+def pending(call_id: str) -> dict[str, str]:
+    return {"Location": f"/v1/calls/{call_id}", "Retry-After": "1"}
+
+
+async def test_a_202_says_where_and_when_to_ask_for_the_outcome(
+    service: Running, system: System
+) -> None:
+    """Every 202 (the POST, a repeated idempotency key, the GET by either door) carries
+    Location (the call's URL) and Retry-After; a 200 carries neither."""
+    headers = await service.key()
+    body = call(system, "hold", waitSeconds=0, idempotencyKey="k")
+    status, sent, made = await raw(service, "POST", "/v1/calls", headers, body)
+    call_id = made["callId"]
+    path = f"/v1/calls/{call_id}"
+    answers = [
+        (status, sent),
+        (await raw(service, "POST", "/v1/calls", headers, body))[:2],
+        (await raw(service, "GET", path, headers))[:2],
+        (await raw(service, "GET", path, headers | {"Content-Type": "text/plain"}))[:2],
+    ]
+    system.release.release()
+    await eventually(lambda: _status_is(service, headers, call_id, 200))
+    done = (await raw(service, "GET", path, headers))[:2]
+    expected = pending(call_id)
+    assert [(202, expected)] * 4 + [(200, {})] == [
+        (code, {k: v for k, v in got.items() if k in expected}) for code, got in [*answers, done]
+    ]  # fmt: skip
+
+
+async def _status_is(service: Running, headers: dict[str, str], call_id: str, status: int) -> bool:
+    return status == (await get(service, headers, call_id))[0]
+
+
+async def deploy_capping(service: Running, headers: dict[str, str], url: str, count: int) -> None:
+    """Create and deploy a capping config of ``count`` calls a second on ``url``."""
+    payload = {
+        "url": url,
+        "methods": ["POST"],
+        "services": {"action": {"rating": {"maxCallsCount": count, "periodInMs": 1000}}},
+    }
+    base = "/journey/orchestration/endpointConfigs"
+    status, created = await service.request("POST", base, headers, payload)
+    assert 200 == status, created
+    assert 204 == (await service.request("POST", f"{base}/{created['uid']}/deploy", headers))[0]
+
+
+async def test_a_capped_call_replayed_later_makes_the_same_request_under_a_new_id(
+    service: Running, system: System, clock: FakeClock
+) -> None:
+    """A call capped at 1/s is replayed a second later: a new call id, the same method,
+    URL, headers and body reach the system, with the new id as Idempotency-Key; the
+    original's callback URL is called back, and the list names the call replayed."""
+    headers = await service.key()
+    await deploy_capping(service, headers, system.url("echo"), 1)
+    seen: list[tuple[str, str | None, str | None]] = []
+    system.on_request = lambda r: seen.append(
+        (r.path_qs, r.headers.get("X-Note"), r.headers.get("Idempotency-Key"))
+    )
+    request = {"headers": {"X-Note": "n", "Content-Type": "text/plain"}, "body": "a=1"}
+    await service.request("POST", "/v1/calls", headers, call(system, "echo?x=1", request=request))
+    status, capped = await service.request("POST", "/v1/calls", headers, call(
+        system, "echo?x=1", request=request, callbackUrl=system.url("cb")))  # fmt: skip
+    assert (200, "capped") == (status, capped["outcome"])
+    await clock.advance(WINDOW)
+    status, again = await service.request("POST", f"/v1/calls/{capped['callId']}:replay",
+                                          headers, {"waitSeconds": 10})  # fmt: skip
+    assert (200, "success", {"body": "a=1", "contentType": "text/plain"}) == (
+        status, again["outcome"], again["response"]["body"])  # fmt: skip
+    assert again["callId"] != capped["callId"]
+    assert ("/echo?x=1", "n", again["callId"]) == seen[-1]
+    await until(lambda: len(system.callbacks) == 2)
+    assert {capped["callId"], again["callId"]} == {body["callId"] for _, body in system.callbacks}
+    await service.runtime.calls.written()
+    _, listed = await service.request("GET", "/v1/calls?limit=1", headers)
+    assert [(again["callId"], capped["callId"])] == [
+        (c["callId"], c["replayOf"]) for c in listed["calls"]
+    ]
+
+
+async def test_a_replay_not_ended_answers_202_with_location(
+    service: Running, system: System, clock: FakeClock
+) -> None:
+    """A replay that waits 0 s (by default 30) while the system holds it: 202 with its
+    new id, Location and Retry-After; its outcome is read there once released."""
+    headers = await service.key()
+    await service.request("PUT", "/v1/journeys/welcome", headers, {"timeoutSeconds": 1})
+    status, held = await service.request("POST", "/v1/calls", headers,
+                                         call(system, "hold", waitSeconds=0))  # fmt: skip
+    await until(lambda: system.in_flight == 1)
+    await clock.advance(1)
+    await eventually(lambda: _status_is(service, headers, held["callId"], 200))
+    assert "timedout" == (await get(service, headers, held["callId"]))[1]["outcome"]
+    status, sent, answer = await raw(service, "POST", f"/v1/calls/{held['callId']}:replay",
+                                     headers, {"waitSeconds": 0})  # fmt: skip
+    assert (202, "running") == (status, answer["state"])
+    assert pending(answer["callId"]).items() <= sent.items()
+    system.release.release()
+    await eventually(lambda: _status_is(service, headers, answer["callId"], 200))
+
+
+async def test_a_replay_is_refused_for_a_call_not_ended_succeeded_or_unknown(
+    service: Running, system: System
+) -> None:
+    """409 CALL_NOT_ENDED while a call runs, 409 CALL_NOT_REPLAYABLE after a success,
+    404 CALL_NOT_FOUND for an unknown id or another org's call; nothing is called."""
+    headers = await service.key()
+    other = await service.key(org="other")
+    _, held = await service.request("POST", "/v1/calls", headers,
+                                    call(system, "hold", waitSeconds=0))  # fmt: skip
+    _, ok = await service.request("POST", "/v1/calls", headers, call(system, "ok"))
+    _, failed = await service.request("POST", "/v1/calls", headers, call(system, "missing"))
+    await until(lambda: system.in_flight == 1)
+    answers = []
+    for who, call_id in ((headers, held["callId"]), (headers, ok["callId"]),
+                         (headers, "0" * 32), (other, failed["callId"])):  # fmt: skip
+        status, problem = await service.request("POST", f"/v1/calls/{call_id}:replay", who)
+        answers.append((status, problem["code"]))
+    assert [(409, "CALL_NOT_ENDED"), (409, "CALL_NOT_REPLAYABLE"), (404, "CALL_NOT_FOUND"),
+            (404, "CALL_NOT_FOUND")] == answers  # fmt: skip
+    assert ({"hold": 1, "ok": 1, "missing": 1}, 403) == (
+        system.hits,
+        (await service.request("POST", f"/v1/calls/{failed['callId']}:replay",
+                               await service.key(role="viewer")))[0],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("sealed", [True, False], ids=["data-key", "no-data-key"])
+async def test_a_kept_request_is_sealed_with_the_data_key_and_replays_after_a_restart(
+    start_service: StartService, clock: FakeClock, system: System, sealed: bool
+) -> None:
+    """The request of a failed call is kept for its replay: with a data key its header and
+    body are not readable in service.db; after a restart the replay sends them. Started
+    without the key, the replay is 409 CALL_NOT_REPLAYABLE."""
+    keys = (b"k" * 32,) if sealed else ()
+    settings = Settings(allow_loopback=True, data_keys=keys)
+    service = await start_service(clock=clock, settings=settings)
+    headers = await service.key()
+    request = {"headers": {"Authorization": "Bearer partner-secret"}, "body": "card=4242"}
+    _, failed = await service.request("POST", "/v1/calls", headers,
+                                      call(system, "missing", request=request))  # fmt: skip
+    await service.runtime.calls.written()
+    rows = await service.runtime.db.execute(
+        "test", "SELECT request FROM calls WHERE call_id = ?", (failed["callId"],)
+    )
+    await service.stop()
+    stored = bytes(rows[0][0])
+    assert (not sealed, not sealed) == (b"partner-secret" in stored, b"card=4242" in stored)
+
+    seen: list[str | None] = []
+    system.on_request = lambda r: seen.append(r.headers.get("Authorization"))
+    again = await start_service(clock=clock, settings=settings)
+    status, replayed = await again.request("POST", f"/v1/calls/{failed['callId']}:replay",
+                                           headers, {"waitSeconds": 10})  # fmt: skip
+    assert (200, "http_error", ["Bearer partner-secret"]) == (
+        status, replayed["outcome"], seen)  # fmt: skip
+    if sealed:
+        await again.stop()
+        keyless = await start_service(clock=clock)
+        status, problem = await keyless.request(
+            "POST", f"/v1/calls/{failed['callId']}:replay", headers
+        )
+        assert (409, "CALL_NOT_REPLAYABLE") == (status, problem["code"])

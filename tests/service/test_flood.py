@@ -105,7 +105,7 @@ FLOOD = textwrap.dedent(
 
 def new_key(data_dir: Path, org: str) -> str:
     done = subprocess.run(
-        [*SLUICEGATE, "keys", "create", "--data-dir", str(data_dir), "--org", org,
+        [*SLUICEGATE, "keys", "create", "--create", "--data-dir", str(data_dir), "--org", org,
          "--role", "caller"], capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     return done.stdout.strip().splitlines()[-1]

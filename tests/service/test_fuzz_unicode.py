@@ -68,6 +68,7 @@ class Env:
     other: dict[str, str]  # headers of an org whose requests are all valid
     uids: dict[str, str] = field(default_factory=dict)  # config route: uid of the fuzz org
     calls: list[str] = field(default_factory=list)  # ids of the calls the fuzz org made
+    failed: str = "none"  # a call of the fuzz org that failed: one to replay
     numbers: Iterator[int] = field(default_factory=itertools.count)
 
     def unique(self, prefix: str) -> str:
@@ -143,6 +144,9 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/v1/sandboxes"): Route(
         lambda env: {"name": env.unique("fz-"), "type": "development"}, "INVALID_REQUEST"
     ),
+    ("POST", "/v1/calls/{callId}:replay"): Route(lambda env: {"waitSeconds": 0},
+                                                 "INVALID_REQUEST"),
+    ("POST", "/v1/keys"): Route(lambda env: {"role": "viewer"}, "INVALID_REQUEST"),
 }  # fmt: skip
 
 
@@ -252,6 +256,10 @@ async def env(service: Running, system: System) -> Env:
         status, created = await service.request("POST", kind, env.fuzz, payload)
         assert 200 == status, created
         env.uids[kind] = created["uid"]
+    failed = call_item(env) | {"request": {"method": "POST", "url": system.url("missing")}}
+    status, made = await service.request("POST", "/v1/calls", env.fuzz, failed)
+    assert (200, "http_error") == (status, made["outcome"]), made
+    env.failed = made["callId"]
     return env
 
 
@@ -259,7 +267,12 @@ def target_of(env: Env, template: str) -> str:
     """The path of ``template`` with the fuzz org's values in its parameters."""
     uid = next((u for kind, u in env.uids.items() if template.startswith(kind + "/")), "none")
     call_id = env.calls[0] if env.calls else "none"
-    return template.replace("{uid}", uid).replace("{journeyId}", "fz").replace("{callId}", call_id)
+    return (
+        template.replace("{uid}", uid)
+        .replace("{journeyId}", "fz")
+        .replace("{callId}:replay", f"{env.failed}:replay")
+        .replace("{callId}", call_id)
+    )
 
 
 async def readers_answer(env: Env) -> None:
@@ -268,6 +281,7 @@ async def readers_answer(env: Env) -> None:
         ("GET", "/v1/reports/summary", None), ("GET", "/v1/reports/timeseries?step=1s", None),
         ("GET", "/v1/endpoints", None), ("GET", "/metrics", None),
         ("GET", "/v1/sandboxes", None), ("GET", "/v1/journeys/fz", None),
+        ("GET", "/v1/calls", None),
         ("POST", f"{ADOBE}/list/endpointConfigs", {}),
         ("POST", f"{ADOBE}/list/throttlingConfigs", {}),
     ]  # fmt: skip

@@ -146,7 +146,10 @@ async def test_a_queued_call_whose_result_was_lost_reads_as_interrupted(
     headers = await service.key()
     row = ("0" * 32, "acme", "prod", "j", "queued", None, None, clock.now(), None, 0)
     await service.runtime.calls._db.execute(
-        "a row left by a crash", "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row
+        "a row left by a crash",
+        "INSERT INTO calls (call_id, org, sandbox, journey, state, callback_url, "
+        "idempotency_key, created_at, result, callback_due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        row,
     )
     status, result = await service.request("GET", f"/v1/calls/{'0' * 32}", headers)
     assert (200, "network_error", INTERRUPTED) == (

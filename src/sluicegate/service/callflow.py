@@ -1,11 +1,16 @@
 """What ``/v1/calls`` does, whichever door a request came in by (:mod:`.fastpath`, or the
-framework's routes in :mod:`.routes.calls`): answers are ``(status, JSON text)``.
+framework's routes in :mod:`.routes.calls`): each answers an :class:`Answer`.
 
 A call is validated and built, its idempotency key honoured, recorded, submitted to the
 gate under an id chosen here; the request then waits up to ``waitSeconds`` for its end:
-200 with the result view when it ended, else 202 ``{callId, state}``. Only the request
-waiting holds the call's future: a queued call whose request has answered holds nothing
-in memory. The call's timeout is its journey's declared ``timeoutSeconds``.
+200 with the result view when it ended, else 202 ``{callId, state}`` with ``Location``
+(where its outcome will be) and ``Retry-After`` (when to ask). Only the request waiting
+holds the call's future: a queued call whose request has answered holds nothing in
+memory. The call's timeout is its journey's declared ``timeoutSeconds``.
+
+A replay makes a new call (a new id) with the kept request of one that ended in another
+outcome than ``success`` (:mod:`~sluicegate.service.replays`), and answers as a call:
+its journey's timeout as it is now, its original's callback URL, no idempotency key.
 
 A batch runs each of its calls the same way, submitted together in the batch's order,
 and answers one entry per call: its result view, its state, or its refusal (an invalid
@@ -19,27 +24,44 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import quote
 
 from pydantic import ValidationError
 
 from sluicegate.call import Call, check_url, new_call_id
 from sluicegate.errors import InvalidCall
 from sluicegate.handle import CallHandle
-from sluicegate.service.callrows import Accepted, Found
+from sluicegate.service.callrows import Accepted, Found, RequestLine
 from sluicegate.service.callview import view_json
 from sluicegate.service.context import Context
 from sluicegate.service.problems import Problem, answer, invalid
 from sluicegate.service.routes.call_models import BatchIn, CallIn, CallItem, HttpRequestIn
 
-Answer = tuple[int, str]
+#: Seconds a client waits before asking again for a call that has not ended.
+RETRY_AFTER = 1
+
+
+class Answer(NamedTuple):
+    """A status and its JSON; ``pending`` is the id of a call that has not ended (202)."""
+
+    status: int
+    text: str
+    pending: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        """``Location`` and ``Retry-After`` for a 202, none otherwise."""
+        if self.pending is None:
+            return {}
+        return {"Location": f"/v1/calls/{quote(self.pending, safe='')}",
+                "Retry-After": str(RETRY_AFTER)}  # fmt: skip
 
 
 async def make(ctx: Context, body: CallIn) -> Answer:
     """``POST /v1/calls``."""
     started = await _begin(ctx, body, body.callbackUrl)
     if isinstance(started, str):  # the same idempotency key: that first call
-        return await _replay(ctx, started, body.waitSeconds)
+        return await _repeat(ctx, started, body.waitSeconds)
     await _wait(ctx, (started,), body.waitSeconds)
     return await _ended(ctx, started)
 
@@ -50,6 +72,35 @@ async def get(ctx: Context, call_id: str) -> Answer:
     if found is None:
         raise Problem(404, "CALL_NOT_FOUND", f"no call {call_id!r} in this org and sandbox")
     return _found(found)
+
+
+async def replay(ctx: Context, call_id: str, wait: float) -> Answer:
+    """``POST /v1/calls/{callId}:replay``: 404 for a call unknown here, 409 for one that
+    has not ended, succeeded, or whose request was not kept."""
+    log, org, sandbox = ctx.runtime.calls, ctx.org, ctx.sandbox.name
+    found = await log.find(org, sandbox, call_id)
+    if found is None:
+        raise Problem(404, "CALL_NOT_FOUND", f"no call {call_id!r} in this org and sandbox")
+    original = await log.original(org, sandbox, call_id) if found.json is not None else None
+    if original is None:
+        raise Problem(409, "CALL_NOT_ENDED", f"call {call_id!r} has not ended; replay it "
+                      "once it has")  # fmt: skip
+    kept = original.request
+    if kept is None:
+        raise Problem(409, "CALL_NOT_REPLAYABLE",
+                      f"call {call_id!r} cannot be replayed: {original.missing}")  # fmt: skip
+    timeout = await ctx.runtime.journeys.timeout(org, sandbox, original.journey)
+    call = Call.build(org=org, sandbox=sandbox, journey=original.journey, service=kept.service,
+                      method=kept.method, url=kept.url, headers=kept.headers, body=kept.body,
+                      timeout_seconds=timeout)  # fmt: skip
+    now = ctx.runtime.clock.now()
+    entry = Accepted(call_id=new_call_id(now), org=org, sandbox=sandbox,
+                     journey=original.journey, created_at=now, line=RequestLine.of(call),
+                     callback_url=original.callback_url, replay_of=call_id)  # fmt: skip
+    started = await _launch(ctx, entry, call, durable=entry.callback_url is not None)
+    assert isinstance(started, CallHandle)  # no idempotency key: always a new call
+    await _wait(ctx, (started,), wait)
+    return await _ended(ctx, started)
 
 
 async def batch(ctx: Context, body: BatchIn) -> Answer:
@@ -64,11 +115,11 @@ async def batch(ctx: Context, body: BatchIn) -> Answer:
     parts = []
     for entry in entries:
         if isinstance(entry, CallHandle):
-            entry = (await _ended(ctx, entry))[1]
+            entry = (await _ended(ctx, entry)).text
         elif isinstance(entry, Found):
-            entry = (await _replay(ctx, entry.call_id, 0))[1]
+            entry = (await _repeat(ctx, entry.call_id, 0)).text
         parts.append(entry)
-    return 200, '{"results":[' + ",".join(parts) + "]}"
+    return Answer(200, '{"results":[' + ",".join(parts) + "]}")
 
 
 def _item(raw: dict[str, Any]) -> CallItem | str:
@@ -117,9 +168,13 @@ async def _begin(ctx: Context, item: CallItem, callback: str | None) -> CallHand
         _check_callback(callback)
     now = ctx.runtime.clock.now()
     entry = Accepted(call_id=new_call_id(now), org=org, sandbox=sandbox, journey=item.journeyId,
-                     created_at=now, callback_url=callback,
+                     created_at=now, line=RequestLine.of(call), callback_url=callback,
                      idempotency_key=item.idempotencyKey)  # fmt: skip
-    durable = callback is not None or item.idempotencyKey is not None
+    return await _launch(ctx, entry, call, callback is not None or item.idempotencyKey is not None)
+
+
+async def _launch(ctx: Context, entry: Accepted, call: Call, durable: bool) -> CallHandle | str:
+    """Record and submit ``call`` as ``entry``, the two shielded together when durable."""
     start = _start(ctx, entry, call, durable)
     # Once the row is being written the call must be submitted, even if this request is
     # cancelled: shield the two together.
@@ -165,16 +220,16 @@ async def _wait(ctx: Context, handles: Iterable[CallHandle], wait: float) -> Non
 async def _ended(ctx: Context, handle: CallHandle) -> Answer:
     """200 with the view of ``handle`` if it ended, else 202 with its state."""
     if not handle.done():
-        return 202, json.dumps({"callId": handle.call_id, "state": handle.state})
+        return _pending(handle.call_id, handle.state)
     try:
         result = await handle.result()
     except asyncio.CancelledError:
         raise Problem(503, "SHUTTING_DOWN", "the service stopped during the call; "
                       "ask for it again after the restart") from None  # fmt: skip
-    return 200, ctx.runtime.calls.finished_json(handle.call_id) or view_json(result)
+    return Answer(200, ctx.runtime.calls.finished_json(handle.call_id) or view_json(result))
 
 
-async def _replay(ctx: Context, call_id: str, wait: float) -> Answer:
+async def _repeat(ctx: Context, call_id: str, wait: float) -> Answer:
     """Answer a repeated idempotency key with the first call, never calling again."""
     handle = ctx.runtime.gate.watch(call_id)  # first, so that an end from now on is seen
     found = await ctx.runtime.calls.find(ctx.org, ctx.sandbox.name, call_id)
@@ -186,8 +241,12 @@ async def _replay(ctx: Context, call_id: str, wait: float) -> Answer:
 
 def _found(found: Found) -> Answer:
     if found.json is None:
-        return 202, json.dumps({"callId": found.call_id, "state": found.state})
-    return 200, found.json
+        return _pending(found.call_id, found.state)
+    return Answer(200, found.json)
+
+
+def _pending(call_id: str, state: str) -> Answer:
+    return Answer(202, json.dumps({"callId": call_id, "state": state}), pending=call_id)
 
 
 def _request(request: HttpRequestIn) -> tuple[str, str, dict[str, str], str | None]:

@@ -31,6 +31,11 @@ as whether the external system received it cannot be known: at start, a call lef
 for, a call left ``queued`` that the engine no longer holds. Such an ending never replaces
 a result written meanwhile. Rows are kept :data:`RETENTION` seconds; an idempotency key
 counts for :data:`IDEMPOTENCY_WINDOW`.
+
+A call that did not succeed keeps its request with its result, for a replay
+(:mod:`~sluicegate.service.replays`): sealed with the engine's data key when one is set.
+Listings read the rows (:mod:`~sluicegate.service.calllist`), so a call is listed once
+its result is written, moments after it ended.
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ from sluicegate.clock import Clock
 from sluicegate.errors import StorageError
 from sluicegate.gate import Gate
 from sluicegate.handle import CallState
-from sluicegate.outcomes import CallResult
-from sluicegate.service.callbacks import Callbacks
+from sluicegate.outcomes import CallResult, Outcome
+from sluicegate.sealing import Sealer
+from sluicegate.service.callbacks import Callbacks, CallbackTally
 from sluicegate.service.callrows import (
     ACCEPTED,
     DONE,
@@ -54,9 +60,11 @@ from sluicegate.service.callrows import (
     Batch,
     Finished,
     Found,
+    RequestLine,
     interrupted,
     write_batch,
 )
+from sluicegate.service.replays import Kept, Original, of_call, reopen
 from sluicegate.settings import HOUR
 
 RETENTION = 7 * 24 * HOUR
@@ -79,6 +87,7 @@ class CallLog:
         self._clock = clock
         self._gate: Gate | None = None
         self._callbacks: Callbacks | None = None
+        self._sealer: Sealer | None = None  # set at start, from the engine's data keys
         self._pending = Batch()
         self._unwritten: dict[str, Accepted] = {}  # accepted, row not written yet
         self._finished: dict[str, Finished] = {}  # ended, result not written yet
@@ -98,6 +107,10 @@ class CallLog:
         """Callbacks ``delivered``, ``failed`` (after every retry) and ``refused`` (egress)."""
         return dict(self._callbacks.counts) if self._callbacks else {}
 
+    def callback_tallies(self, org: str) -> dict[str, CallbackTally]:
+        """``org``'s callbacks by sandbox since the process started (for its metrics)."""
+        return self._callbacks.tallies(org) if self._callbacks else {}
+
     def alive(self) -> bool:
         """Whether the writer runs (it survives any error; it ends only at close)."""
         return self._writer is not None and not self._writer.done()
@@ -105,6 +118,8 @@ class CallLog:
     async def start(self, gate: Gate) -> None:
         """Take over from the last run: end the calls it lost, resend owed callbacks."""
         self._gate = gate
+        keys = gate.settings.data_keys
+        self._sealer = Sealer(keys) if keys else None
         self._callbacks = Callbacks(self._clock, gate.settings, self._settle)
         # Another instance may still run a call it accepted, unless it is too old to run.
         before = self._clock.now() - ABANDONED_AFTER if self._db.shared else float("inf")
@@ -120,10 +135,10 @@ class CallLog:
                 self._interrupt(call_id, org, sandbox, journey)
         owed = await self._db.execute(
             "reading owed callbacks",
-            "SELECT call_id, callback_url, result FROM calls WHERE callback_due = 1",
+            "SELECT call_id, callback_url, result, org, sandbox FROM calls WHERE callback_due = 1",
         )
-        for call_id, url, text in owed:
-            self._callbacks.send(call_id, url, text)
+        for call_id, url, text, org, sandbox in owed:
+            self._callbacks.send(call_id, url, text, org=org, sandbox=sandbox)
         self._writer = asyncio.create_task(self._write_loop(), name="call log writer")
 
     async def accept(self, entry: Accepted, *, durable: bool) -> str | None:
@@ -163,11 +178,13 @@ class CallLog:
 
     def record(self, call: Call, result: CallResult) -> None:
         """Keep the result of a finished call (the gate's reporter: synchronous, cheap)."""
-        known = result.call_id in self._direct
+        known = result.call_id in self._direct  # else it waited in a queue: maybe no row
+        failed = result.outcome is not Outcome.SUCCESS
         self._finish(Finished(call_id=result.call_id, org=call.org, sandbox=call.sandbox,
                               journey=call.journey, at=self._clock.now(), result=result,
                               callback=self._direct.pop(result.call_id, None),
-                              known=known))  # fmt: skip
+                              known=known, line=None if known else RequestLine.of(call),
+                              call=call if failed else None))  # fmt: skip
 
     async def written(self) -> None:
         """Return once every result recorded so far is written (the gate removes a queued
@@ -217,6 +234,34 @@ class CallLog:
                 self._interrupt(call_id, org, sandbox, journey)
             lost = True
         return Found(call_id, "running")
+
+    async def original(self, org: str, sandbox: str, call_id: str) -> Original | None:
+        """The ended call ``call_id`` of this org and sandbox, as a replay needs it; None
+        when it is unknown, another's, or has not ended."""
+        done = self._finished.get(call_id)  # first: it is forgotten only once written
+        if done is not None and (done.org, done.sandbox) != (org, sandbox):
+            return None
+        rows = await self._db.execute(
+            "reading a call to replay",
+            "SELECT journey, state, outcome, callback_url, request FROM calls "
+            "WHERE call_id = ? AND org = ? AND sandbox = ?",
+            (call_id, org, sandbox),
+        )
+        if done is not None:
+            callback = done.callback if done.known else (rows[0][3] if rows else None)
+            kept = None if done.call is None else of_call(done.call)
+            return _original(done.journey, done.result.outcome.value, callback, kept)
+        if not rows or rows[0][1] != DONE:
+            return None
+        journey, _, outcome, callback, stored = rows[0]
+        if stored is None:
+            return _original(journey, outcome, callback, None)
+        try:
+            kept = reopen(bytes(stored), call_id, self._sealer)
+        except StorageError as exc:
+            return Original(journey=journey, callback_url=callback, request=None,
+                            missing=str(exc))  # fmt: skip
+        return _original(journey, outcome, callback, kept)
 
     async def find_key(self, org: str, sandbox: str, key: str) -> str | None:
         """The id of the call made with idempotency ``key`` in the last 24 hours, if any."""
@@ -282,6 +327,8 @@ class CallLog:
         batch, self._pending = self._pending, Batch()
         for finished in batch.finished:  # here, not on the database thread (module docstring)
             finished.json()
+            if self._gate is not None:  # else the data keys are not known: keep nothing
+                finished.encode_request(self._sealer)
         now = self._clock.now()
         prune = now - RETENTION if now - self._pruned_at >= PRUNE_EVERY else None
         self._writing = True
@@ -331,7 +378,9 @@ class CallLog:
             url = done.callback if done.known else looked_up.get(done.call_id)
             sending = not (self._closing or self._stopping)
             if isinstance(url, str) and self._callbacks is not None and sending:
-                self._callbacks.send(done.call_id, url, done.json())  # else sent after restart
+                self._callbacks.send(
+                    done.call_id, url, done.json(), org=done.org, sandbox=done.sandbox
+                )  # else sent after restart
 
     def stopping(self) -> None:
         """The engine is about to stop: results still come (calls cut off by the stop), but
@@ -349,3 +398,18 @@ class CallLog:
             await self._writer
         elif self._pending:  # never started, or stopped: write what the gate reported anyway
             await self._write()
+
+
+def _original(journey: str, outcome: str | None, callback: str | None,
+              kept: Kept | None) -> Original:  # fmt: skip
+    if outcome == Outcome.SUCCESS.value:
+        return Original(
+            journey=journey,
+            callback_url=callback,
+            request=None,
+            missing="it succeeded; only a call that did not can be replayed",
+        )
+    missing = "" if kept is not None else (
+        "its request was not kept (a call cut off by a crash of the service, or one that "
+        "ended before the service kept requests)")  # fmt: skip
+    return Original(journey=journey, callback_url=callback, request=kept, missing=missing)

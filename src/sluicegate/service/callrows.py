@@ -1,24 +1,57 @@
 """What the call log keeps about a call, and the one transaction that writes a batch of it.
 
 A row of the ``calls`` table is inserted in state ``accepted`` when the service accepts
-a call (with its ``callback_url`` and ``idempotency_key``), becomes ``queued`` when
-throttling queued it, and ``done`` with its result view (JSON) when the call ends. A call
-that ends without a row (its row was lost in a crash) gets a complete row then.
-``callback_due`` is 1 from the moment the result of a call with a callback is written
-until the callback is settled.
+a call (with its ``callback_url``, ``idempotency_key`` and :class:`RequestLine`), becomes
+``queued`` when throttling queued it, and ``done`` with its result view (JSON) when the
+call ends. A call that ends without a row (its row was lost in a crash) gets a complete
+row then. ``callback_due`` is 1 from the moment the result of a call with a callback is
+written until the callback is settled.
+
+An ended row also gets what listings filter on (``outcome``, ``status``, ``endpoint``,
+``ended_at``) and ``seq``: its place in the order results were written, counted per org
+and sandbox in ``call_sequences``. The counter is taken in the transaction that writes
+the rows, and held until it commits, so that numbers are committed in the order they are
+given, on SQLite and on a PostgreSQL that several instances write alike: a reader that
+sees number ``n`` sees every smaller one, and a cursor on ``seq`` never passes a call
+whose result is written later. A call that did not succeed keeps its request (``request``,
+see :mod:`~sluicegate.service.replays`) for a replay.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sluicegate.backends.database import Connection
+from sluicegate.call import DEFAULT_PORTS, Call
 from sluicegate.handle import CallState
 from sluicegate.outcomes import INTERRUPTED, AttemptError, CallResult, ErrorKind, Outcome
+from sluicegate.sealing import Sealer
 from sluicegate.service.callview import view_json
+from sluicegate.service.replays import keep
 
 ACCEPTED, QUEUED, DONE = "accepted", "queued", "done"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestLine:
+    """What listings show of a call's request: its service, method, host, and URL without
+    userinfo, query or fragment (they often carry credentials or a customer's data; the
+    whole request is kept only to replay a call that failed, sealed with a data key)."""
+
+    service: str
+    method: str
+    url: str
+    host: str
+
+    @classmethod
+    def of(cls, call: Call) -> RequestLine:
+        target = call.target
+        host = f"[{target.host}]" if ":" in target.host else target.host
+        port = "" if DEFAULT_PORTS.get(target.scheme) == target.port else f":{target.port}"
+        return cls(service=call.service.value, method=call.method, host=target.host,
+                   url=f"{target.scheme}://{host}{port}{target.path}")  # fmt: skip
 
 
 @dataclass(slots=True, kw_only=True)
@@ -30,8 +63,10 @@ class Accepted:
     sandbox: str
     journey: str
     created_at: float
+    line: RequestLine
     callback_url: str | None = None
     idempotency_key: str | None = None
+    replay_of: str | None = None
     queued: bool = False
 
 
@@ -40,10 +75,11 @@ class Finished:
     """A finished call whose result is not written yet.
 
     ``callback`` is its callback URL when ``known``; a call that waited in a queue holds
-    nothing in memory, so its callback is not known, and the write reads it from the row.
-    A ``guarded`` result is one made up for a call whose own result is not known (it was
-    cut off by a stop): it is written only over a row that has no result yet, and its
-    callback (read from the row) is sent only then.
+    nothing in memory, so its callback is not known, and the write reads it from the row
+    (``line`` is then given, for a row lost in a crash). A ``guarded`` result is one made up
+    for a call whose own result is not known (it was cut off by a stop): it is written only
+    over a row that has no result yet, and its callback (read from the row) is sent only
+    then. ``call`` is the request of a call that did not succeed, kept for a replay.
     """
 
     call_id: str
@@ -55,13 +91,30 @@ class Finished:
     callback: str | None
     known: bool
     guarded: bool = False
+    line: RequestLine | None = None
+    call: Call | None = None
     _json: str | None = field(default=None, repr=False)
+    _kept: bytes | None = field(default=None, repr=False)
 
     def json(self) -> str:
         """The result view as JSON, built once (by a request or by the write)."""
         if self._json is None:
             self._json = view_json(self.result)
         return self._json
+
+    def encode_request(self, sealer: Sealer | None) -> None:
+        """Encode the kept request (sealed with ``sealer``), before the write reads it."""
+        if self.call is not None and self._kept is None:
+            self._kept = keep(self.call, self.call_id, sealer)
+
+    @property
+    def kept(self) -> bytes | None:
+        return self._kept
+
+    @property
+    def status(self) -> int | None:
+        response = self.result.response
+        return None if response is None else response.status
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,25 +151,65 @@ def interrupted(call_id: str) -> CallResult:
                       error=error)  # fmt: skip
 
 
+_LINE = "service, method, url, host"
+_ENDED = "seq, ended_at, outcome, status, endpoint, request"
+_ENDED_SET = ", ".join(f"{c} = excluded.{c}" for c in _ENDED.split(", "))
+_LINE_KEPT = ", ".join(f"{c} = coalesce(calls.{c}, excluded.{c})" for c in _LINE.split(", "))
 _INSERT = (
     "INSERT INTO calls (call_id, org, sandbox, journey, state, callback_url, "
-    "idempotency_key, created_at, result, callback_due) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 0) ON CONFLICT DO NOTHING"
+    f"idempotency_key, created_at, result, callback_due, replay_of, {_LINE}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 _DONE = (
     "INSERT INTO calls (call_id, org, sandbox, journey, state, created_at, result, "
-    "callback_due) VALUES (?, ?, ?, ?, 'done', ?, ?, 0) ON CONFLICT (call_id) DO UPDATE "
-    "SET state = 'done', result = excluded.result, "
+    f"callback_due, {_LINE}, {_ENDED}) VALUES (?, ?, ?, ?, 'done', ?, ?, 0, ?, ?, ?, ?, "
+    "?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO UPDATE "
+    f"SET state = 'done', result = excluded.result, {_ENDED_SET}, {_LINE_KEPT}, "
     "callback_due = CASE WHEN calls.callback_url IS NULL THEN 0 ELSE 1 END"
 )
 _DONE_LOOKUP = f"{_DONE} RETURNING callback_url"
 _WHOLE = (
     "INSERT INTO calls (call_id, org, sandbox, journey, state, callback_url, "
-    "idempotency_key, created_at, result, callback_due) "
-    "VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO UPDATE "
-    "SET state = 'done', result = excluded.result, callback_due = excluded.callback_due"
+    f"idempotency_key, created_at, result, callback_due, replay_of, {_LINE}, {_ENDED}) "
+    "VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (call_id) DO UPDATE SET state = 'done', result = excluded.result, "
+    f"callback_due = excluded.callback_due, {_ENDED_SET}"
 )
 _DONE_GUARDED = f"{_DONE} WHERE calls.state != 'done' RETURNING callback_url"
+#: Takes ``n`` numbers of an org and sandbox's counter; returns the last one taken.
+_NUMBER = (
+    "INSERT INTO call_sequences (org, sandbox, last) VALUES (?, ?, ?) "
+    "ON CONFLICT (org, sandbox) DO UPDATE SET last = call_sequences.last + excluded.last "
+    "RETURNING last"
+)
+
+
+def _line(line: RequestLine | None) -> tuple[str | None, ...]:
+    if line is None:
+        return (None, None, None, None)
+    return (line.service, line.method, line.url, line.host)
+
+
+def _ended(f: Finished, seq: int) -> tuple[object, ...]:
+    return (seq, f.at, f.result.outcome.value, f.status, f.result.endpoint or None, f.kept)
+
+
+def _numbers(conn: Connection, finished: Sequence[Finished]) -> dict[int, int]:
+    """The number of each of ``finished`` (by ``id``) in its org and sandbox, in the order
+    they ended. The counters are taken in one order, so that two writers of a shared
+    database never wait for each other in a cycle."""
+    counts: dict[tuple[str, str], int] = {}
+    for f in finished:
+        counts[f.org, f.sandbox] = counts.get((f.org, f.sandbox), 0) + 1
+    first: dict[tuple[str, str], int] = {}
+    for key in sorted(counts):
+        last = conn.execute(_NUMBER, (*key, counts[key])).fetchone()[0]
+        first[key] = int(last) - counts[key] + 1
+    numbers = {}
+    for f in finished:
+        numbers[id(f)] = first[f.org, f.sandbox]
+        first[f.org, f.sandbox] += 1
+    return numbers
 
 
 def write_batch(batch: Batch, prune: float | None, conn: Connection) -> dict[str, str]:
@@ -140,20 +233,25 @@ def write_batch(batch: Batch, prune: float | None, conn: Connection) -> dict[str
         else:
             whole.append((a, f))
     with conn:
+        seq = _numbers(conn, batch.finished) if batch.finished else {}
         conn.executemany(_INSERT, [
             (a.call_id, a.org, a.sandbox, a.journey, QUEUED if a.queued else ACCEPTED,
-             a.callback_url, a.idempotency_key, a.created_at) for a in accepted])  # fmt: skip
+             a.callback_url, a.idempotency_key, a.created_at, a.replay_of, *_line(a.line))
+            for a in accepted])  # fmt: skip
         conn.executemany(_WHOLE, [
             (a.call_id, a.org, a.sandbox, a.journey, a.callback_url, a.idempotency_key,
-             a.created_at, f.json(), int(a.callback_url is not None))
+             a.created_at, f.json(), int(a.callback_url is not None), a.replay_of,
+             *_line(a.line), *_ended(f, seq[id(f)]))
             for a, f in whole])  # fmt: skip
         conn.executemany("UPDATE calls SET state = 'queued' WHERE call_id = ? "
                          "AND state = 'accepted'", [(i,) for i in batch.queued])  # fmt: skip
-        conn.executemany(_DONE, [(f.call_id, f.org, f.sandbox, f.journey, f.at, f.json())
+        conn.executemany(_DONE, [(f.call_id, f.org, f.sandbox, f.journey, f.at, f.json(),
+                                  *_line(f.line), *_ended(f, seq[id(f)]))
                                  for f in ended.values()])  # fmt: skip
         for f in batch.finished:
             if not f.known:
-                row = (f.call_id, f.org, f.sandbox, f.journey, f.at, f.json())
+                row = (f.call_id, f.org, f.sandbox, f.journey, f.at, f.json(), *_line(f.line),
+                       *_ended(f, seq[id(f)]))  # fmt: skip
                 written = conn.execute(_DONE_GUARDED if f.guarded else _DONE_LOOKUP, row)
                 url = next(iter(written.fetchone() or ()), None)  # no row: not written
                 if url is not None:

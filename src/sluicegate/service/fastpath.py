@@ -10,7 +10,9 @@ models and :mod:`~sluicegate.service.callflow` as the routes of
 :mod:`~sluicegate.service.routes.calls`, and answers errors through the one mapping of
 :mod:`~sluicegate.service.problems`. Whatever else comes (a header missing, a body the
 models refuse, another route) goes on to the framework, with the body already read, so
-that it is answered exactly as before, from one definition of each rule.
+that it is answered exactly as before, from one definition of each rule. The routes that
+are not on the hot path go there too: the listing ``GET /v1/calls`` (its query string is
+not part of the path matched here) and ``POST /v1/calls/{callId}:replay``.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class FastPath:
             who = await identify(self.runtime, token)
             ctx = await admit(self.runtime, who, org.decode("latin-1"),
                               sandbox.decode("latin-1"), CALL)  # fmt: skip
-            status, text = await route(ctx, body)
+            reply = await route(ctx, body)
         except _Refused:
             await self.app(scope, replay(body, receive), send)
             return
@@ -67,7 +69,7 @@ class FastPath:
                 raise
             await send_json(send, found[0], render(found[1]))
             return
-        await send_json(send, status, text.encode())
+        await _send(send, reply)
 
 
 class _Refused(Exception):
@@ -93,6 +95,8 @@ Route = Callable[[Context, bytes], Awaitable[callflow.Answer]]
 
 
 def _route(scope: Scope) -> Route | None:
+    """The route served here, or None for the framework's (``GET /v1/calls`` lists, and
+    ``POST /v1/calls/{callId}:replay`` replays, there)."""
     path: str = scope["path"]
     if not path.startswith(PREFIX):
         return None
@@ -107,6 +111,16 @@ def _route(scope: Scope) -> Route | None:
 
         return get
     return None
+
+
+async def _send(send: Send, reply: callflow.Answer) -> None:
+    """Send ``reply`` (JSON), with the headers of a call not ended (``Location``...)."""
+    body = reply.text.encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]  # fmt: skip
+    headers += [(name.lower().encode(), value.encode()) for name, value in reply.headers().items()]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _bearer(value: bytes | None) -> str | None:

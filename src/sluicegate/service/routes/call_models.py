@@ -103,6 +103,10 @@ class BatchIn(BaseModel):
     callbackUrl: CallbackUrl = None
 
 
+Outcome = Literal["success", "capped", "expired", "timedout", "http_error", "network_error",
+                  "blocked"]  # fmt: skip
+
+
 class ErrorOut(BaseModel):
     kind: Literal["http", "error", "timedout", "capped", "expired", "blocked"]
     message: str
@@ -122,8 +126,7 @@ class CallView(BaseModel):
 
     callId: str
     state: Literal["done"]
-    outcome: Literal["success", "capped", "expired", "timedout", "http_error",
-                     "network_error", "blocked"]  # fmt: skip
+    outcome: Outcome
     joStatusCode: str | None
     attempts: int = Field(description="Requests sent: first attempt, retries, redirect hops")
     retries: int = Field(description="Retries made (at most 3)")
@@ -155,3 +158,38 @@ class BatchOut(BaseModel):
     """One entry per call of the batch, in its order."""
 
     results: list[CallView | CallPending | CallRefused]
+
+
+class ReplayIn(BaseModel):
+    """How long to hold the response of a replay for the new call's outcome."""
+
+    model_config = ConfigDict(extra="forbid")
+    waitSeconds: Wait = DEFAULT_WAIT_SECONDS
+
+
+class CallSummary(BaseModel):
+    """An ended call as listings show it: no headers, no bodies, no query string."""
+
+    callId: str
+    journeyId: str
+    service: str | None = Field(description="action or dataSource; null when not known")
+    method: str | None
+    url: str | None = Field(description="Without userinfo, query or fragment")
+    host: str | None
+    endpoint: str | None = Field(description="The capping config uid that applied, else the host")
+    outcome: Outcome
+    status: int | None = Field(description="The last response's HTTP status; null without one")
+    createdAt: str = Field(description="When the service accepted the call (ISO-8601, UTC)")
+    endedAt: str = Field(description="When the call ended (ISO-8601, UTC)")
+    replayOf: str | None = Field(description="The call this one replays")
+
+
+class CallList(BaseModel):
+    """A page of ended calls, in the order asked for."""
+
+    calls: list[CallSummary]
+    next: str | None = Field(
+        description="The cursor of the next page; newest first, null "
+        "after the oldest; oldest first, never null (ask later for more)"
+    )
+    tail: str = Field(description="A cursor listing, oldest first, the calls that end from now")
