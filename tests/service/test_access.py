@@ -232,6 +232,7 @@ ROUTES = [
     Route("replay-call", "POST", "/v1/calls/{callId}:replay", CALL, 200, failed_call),
     Route("put-journey", "PUT", "/v1/journeys/access", EDIT, 200, journey_timeout),
     Route("get-journey", "GET", "/v1/journeys/access", READ, 200),
+    Route("list-journeys", "GET", "/v1/journeys", READ, 200),
     Route("create-sandbox", "POST", "/v1/sandboxes", ADMIN, 201, new_sandbox),
     Route("list-sandboxes", "GET", "/v1/sandboxes", READ, 200),
     Route("report-summary", "GET", "/v1/reports/summary", READ, 200),

@@ -34,6 +34,17 @@ class Journeys:
             found = self._cache[key] = rows[0][0] if rows else DEFAULT_TIMEOUT_SECONDS
         return found
 
+    async def declared(self, org: str, sandbox: str) -> list[tuple[str, int]]:
+        """Every journey declared in ``org`` and ``sandbox`` and its ``timeoutSeconds``,
+        sorted by id (in Python: SQLite and PostgreSQL collate text differently). A journey
+        never declared is not listed: it has the default."""
+        rows = await self._db.execute(
+            "listing journeys",
+            "SELECT journey, timeout_seconds FROM journeys WHERE org = ? AND sandbox = ?",
+            (org, sandbox),
+        )
+        return sorted((str(journey), int(seconds)) for journey, seconds in rows)
+
     async def set_timeout(self, org: str, sandbox: str, journey: str, seconds: int) -> None:
         await self._db.execute(
             "saving a journey",

@@ -1,5 +1,6 @@
 """``PUT`` and ``GET /v1/journeys/{journeyId}``: a journey's ``timeoutSeconds``, per org
-and sandbox."""
+and sandbox; ``GET /v1/journeys``: every journey declared in the sandbox (what
+``sluicegate get journeys`` and ``apply`` read)."""
 
 from __future__ import annotations
 
@@ -30,9 +31,22 @@ class JourneyOut(BaseModel):
     timeoutSeconds: int
 
 
+class JourneyList(BaseModel):
+    results: list[JourneyOut]
+
+
 router = APIRouter(
     route_class=JsonRoute, prefix="/v1/journeys", tags=["journeys"], responses=responses()
 )
+
+
+@router.get("", response_model=JourneyList)
+async def list_journeys(ctx: Reader) -> JourneyList:
+    """Every journey declared in the org and sandbox, by id. A journey never declared is
+    not listed: its timeout is the default, 30 s."""
+    declared = await ctx.runtime.journeys.declared(ctx.org, ctx.sandbox.name)
+    return JourneyList(results=[JourneyOut(journeyId=journey, timeoutSeconds=seconds)
+                                for journey, seconds in declared])  # fmt: skip
 
 
 @router.put("/{journeyId}", response_model=JourneyOut)
