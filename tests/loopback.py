@@ -227,9 +227,9 @@ async def sluicegate_serve(
 ) -> AsyncIterator[Served]:  # fmt: skip
     """Run ``sluicegate serve --dev`` (``--create`` if not ``dev``) on ``data_dir`` for the
     block (extra ``args`` after, extra environment variables ``env``, the command run by
-    ``within`` if given), once it is serving. It listens on a port the kernel picks as it binds, read from its log: a
-    port found free before the process starts may be taken meanwhile. At the end:
-    SIGTERM, then SIGKILL if it has not exited in 20 s."""
+    ``within`` if given), once it is serving. It listens on a port the kernel picks as it
+    binds, read from its log: a port found free before the process starts may be taken
+    meanwhile. At the end: SIGTERM, then SIGKILL if it has not exited in 20 s."""
     process = await asyncio.create_subprocess_exec(
         *within, *SLUICEGATE, "serve", "--dev" if dev else "--create", "--port", "0",
         "--data-dir", str(data_dir),

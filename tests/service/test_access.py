@@ -309,13 +309,13 @@ async def text_of(env: Env, path: str, headers: dict[str, str]) -> str:
 
 
 #: Series of the process, not of an org: every org's scrape shows them alike.
-PROCESS_SERIES = "sluicegate_background_failures"
+PROCESS_SERIES = ("sluicegate_background_failures", "process_", "python_")
 
 
 def samples(text: str) -> list[str]:
     """The sample lines of an org's series in a Prometheus text exposition."""
     return [line for line in text.splitlines()
-            if line and not line.startswith(("#", PROCESS_SERIES))]  # fmt: skip
+            if line and not line.startswith(("#", *PROCESS_SERIES))]  # fmt: skip
 
 
 # Each view of an org, and what it shows of the org's activity (empty: nothing).

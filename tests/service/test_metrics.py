@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-from tests.loopback import eventually, until
+from tests.loopback import _serving, eventually, until
 from tests.service.conftest import Running, StartService
 
 from sluicegate.configs import ConfigKind
@@ -190,3 +193,73 @@ async def test_keys_are_required(start_service: StartService) -> None:
     ]
     found = [(await running.request("GET", f"/metrics{q}", h))[0] for h, q in cases]
     assert [401, 401, 403, 404] == found
+
+
+@asynccontextmanager
+async def receivers() -> AsyncIterator[tuple[str, str]]:
+    """Two callback receivers on loopback: one answers 204, the other 500."""
+
+    async def accept(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def fail(request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    async with _serving(accept) as ok, _serving(fail) as failing:
+        yield ok, failing
+
+
+async def test_callbacks_by_org_sandbox_and_result(start_service: StartService) -> None:
+    """Callbacks delivered, failed (after every attempt) and refused (egress policy) per
+    org and sandbox, and pending while one is retried; another org sees none of them."""
+    running, clock = await start(start_service)
+    await running.runtime.tenants.create_sandbox(org="acme", name="dev", type="development")
+    prod, dev = await running.key(), await running.key(sandbox="dev")
+    calls = running.runtime.calls
+    async with receivers() as (ok, failing):
+        for headers, callback in [(prod, ok), (prod, ok), (prod, failing), (dev, ok),
+                                  (prod, "http://10.255.255.1/cb")]:  # fmt: skip
+            body = {"journeyId": "j1", "service": "action", "callbackUrl": callback,
+                    "request": {"method": "POST", "url": f"{API}/ok"}}  # fmt: skip
+            assert 200 == (await running.request("POST", "/v1/calls", headers, body))[0]
+        await until(lambda: {"delivered": 3, "failed": 0, "refused": 1} == calls.callback_counts)
+        families = await scrape(running, bearer(prod))
+        sent = samples(families, "sluicegate_callbacks_total")
+        assert {("prod", "delivered"): 2.0, ("prod", "failed"): 0.0, ("prod", "refused"): 1.0,
+                ("dev", "delivered"): 1.0, ("dev", "failed"): 0.0, ("dev", "refused"): 0.0} == {
+            (dict(k)["sandbox"], dict(k)["result"]): v for k, v in sent.items()
+        }  # fmt: skip
+        assert {"acme"} == {dict(k)["org"] for k in sent}
+        pending = samples(families, "sluicegate_callbacks_pending")
+        assert {"prod": 1.0, "dev": 0.0} == {dict(k)["sandbox"]: v for k, v in pending.items()}
+        async with asyncio.timeout(5):
+            while calls.callback_counts["failed"] == 0:  # after 1 + 5 + 30 s of retries
+                await clock.advance(1)
+                await asyncio.sleep(0.001)  # let the retry's I/O happen
+    families = await scrape(running, bearer(prod), "?sandbox=prod")
+    assert ({"delivered": 2.0, "failed": 1.0, "refused": 1.0}, [0.0]) == (
+        {dict(k)["result"]: v for k, v in samples(families, "sluicegate_callbacks_total").items()},
+        list(samples(families, "sluicegate_callbacks_pending").values()),
+    )
+    other = await scrape(running, bearer(await running.key(org="other")))
+    assert ({}, {}) == (
+        samples(other, "sluicegate_callbacks_total"),
+        samples(other, "sluicegate_callbacks_pending"),
+    )
+
+
+async def test_the_process_s_own_series(start_service: StartService) -> None:
+    """Memory, CPU time, file descriptors and Python's garbage collections of the process."""
+    running, _ = await start(start_service)
+    families = await scrape(running, bearer(await running.key()))
+    memory, fds, limit = (
+        next(iter(samples(families, name).values()))
+        for name in ("process_resident_memory_bytes", "process_open_fds", "process_max_fds")
+    )
+    assert 0 < memory
+    assert 0 < fds <= limit
+    assert "counter" == families["process_cpu_seconds"].type
+    assert {"0", "1", "2"} == {
+        dict(k)["generation"] for k in samples(families, "python_gc_collections_total")
+    }
+    assert [1.0] == list(samples(families, "python_info").values())

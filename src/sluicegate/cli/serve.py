@@ -103,7 +103,7 @@ def serve(**given: object) -> None:
     balancer share --redis and --postgres instead, and enforce one set of rules together.
     Every setting comes from a flag, else its SLUICEGATE_* variable, else the --config
     file, else its default: `sluicegate config show` prints where each came from."""
-    from sluicegate.errors import StorageError
+    from sluicegate.errors import InvalidInput, StorageError
     from sluicegate.service.options import BadSetting, options
     from sluicegate.service.server import CannotListen, run
     from sluicegate.service.server import serve as serve_forever
@@ -123,6 +123,9 @@ def serve(**given: object) -> None:
     except (StorageError, CannotListen) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from None
+    except InvalidInput as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
 
 
 @config.command("show")

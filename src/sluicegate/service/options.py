@@ -13,6 +13,7 @@ with their sources, which ``sluicegate config show`` prints.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import ipaddress
 import math
 from collections.abc import Callable, Mapping
@@ -381,6 +382,9 @@ def options(chosen: Mapping[str, Chosen]) -> ServiceOptions:
         )  # fmt: skip
     except InvalidInput as exc:
         raise BadSetting(f"settings: {exc.message}") from None
+    if value["otel"] and importlib.util.find_spec("opentelemetry.sdk") is None:
+        raise BadSetting(f"setting otel ({chosen['otel'].source}): needs the otel extra: "
+                         "pip install 'sluicegate[otel]'")  # fmt: skip
     data_dir = value["data_dir"]
     shared = value["postgres_url"] is not None
     if not shared and not data_dir.is_dir() and not (value["create"] or value["dev"]):

@@ -9,7 +9,7 @@ buckets through the gate's reporter.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +87,7 @@ async def open_runtime(
     settings: Settings | None = None,
     clock: Clock | None = None,
     transport: Transport | None = None,
+    reporters: Sequence[Reporter] = (),
 ) -> AsyncIterator[Runtime]:
     """Open the service on ``data_dir`` (SQLite), or on storage shared with other
     instances. ``dev`` allows egress to loopback and any port."""
@@ -96,7 +97,7 @@ async def open_runtime(
     try:
         calls = CallLog(db, clock)
         reports = ReportBook(db, clock)
-        reporter = _Fanout(calls, reports)
+        reporter = _Fanout(calls, reports, *reporters)
         try:
             async with Gate.open(
                 data_dir, settings=settings, clock=clock, transport=transport, reporter=reporter

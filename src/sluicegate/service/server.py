@@ -20,12 +20,16 @@ from pathlib import Path
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from sluicegate.clock import SystemClock
 from sluicegate.collector import tune
+from sluicegate.reporting import Reporter
 from sluicegate.service.app import create_app
+from sluicegate.service.logs import configure
 from sluicegate.service.options import ServiceOptions
 from sluicegate.service.problems import render, unparsable
 from sluicegate.service.runtime import Runtime, open_runtime
 from sluicegate.service.tenants import Role
+from sluicegate.service.tracing import enable
 from sluicegate.wiring import Shared
 
 DEV_ORG = "demo"
@@ -89,17 +93,25 @@ async def serve(
     *, where: Path | Shared, options: ServiceOptions, say: Callable[[str], None]
 ) -> None:
     """Serve until SIGTERM or SIGINT; ``say`` prints what the operator should read."""
+    configure(format=options.log_format, level=options.log_level)
     dev = options.dev
     sock = listen(options.host, options.port)
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(sock.close)
+        clock = SystemClock()
+        reporters: list[Reporter] = []
+        if options.otel:
+            spans = enable(clock=clock)  # InvalidInput when the otel extra is missing
+            stack.push_async_callback(spans.aclose)  # after the runtime closed: every span
+            reporters.append(spans)
         runtime = await stack.enter_async_context(
-            open_runtime(where, dev=dev, settings=options.settings)
-        )
+            open_runtime(where, dev=dev, settings=options.settings, clock=clock,
+                         reporters=reporters)
+        )  # fmt: skip
         # No proxy-header rewriting: nothing here reads the client's address.
         config = uvicorn.Config(
             create_app(runtime, cors_origins=options.cors_origins), lifespan="off",
-            access_log=False, log_level="info", timeout_graceful_shutdown=10,
+            access_log=False, log_config=None, timeout_graceful_shutdown=10,
             proxy_headers=False, server_header=False, http=_Http,
         )  # fmt: skip
         server = _Server(config)

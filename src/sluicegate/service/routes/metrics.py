@@ -19,10 +19,20 @@ never the journey, so cardinality stays bounded by the rules and hosts):
 * ``sluicegate_queue_depth`` and ``sluicegate_queue_oldest_age_seconds`` gauges per
   throttling queue (labels ``org``, ``queue``: the throttling config's uid); throttling
   is org-wide, so these carry no sandbox;
+* ``sluicegate_callbacks_total`` (labels ``org``, ``sandbox``, ``result``: ``delivered``,
+  ``failed`` after every attempt, ``refused`` by the egress policy) and the gauge
+  ``sluicegate_callbacks_pending`` (being sent, retries included): the callbacks this
+  process sent since it started, so they restart from 0 with it;
 * ``sluicegate_background_failures_total`` (label ``task``: ``call_log``, ``reports``,
   ``queues``): failures of the process's background writers and dispatchers, each logged
   and retried with a growing delay. They are the process's, not the org's, and name no
-  tenant; a writer that stopped fails ``/readyz``.
+  tenant; a writer that stopped fails ``/readyz``;
+* the process's own series, named by ``prometheus_client``: ``process_*`` (resident and
+  virtual memory, CPU seconds, open and maximum file descriptors, start time),
+  ``python_info`` and ``python_gc_*``. Like the failures, they are the process's.
+
+With several instances, each scrape reads the instance that answers it: the calls'
+series are the shared store's, the others that instance's, so scrape every instance.
 """
 
 from __future__ import annotations
@@ -31,7 +41,14 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -42,6 +59,7 @@ from prometheus_client.registry import Collector
 
 from sluicegate.reporting import BOUNDS_MS, Tally
 from sluicegate.service.bodies import JsonRoute
+from sluicegate.service.callbacks import CallbackTally
 from sluicegate.service.context import READ, principal, runtime
 from sluicegate.service.problems import Problem, responses
 from sluicegate.service.runtime import Runtime
@@ -73,7 +91,11 @@ async def metrics(
         raise Problem(404, "SANDBOX_NOT_FOUND", f"org has no sandbox named {sandbox!r}")
     queues = [state for state in await rt.gate.queues() if state.org == who.org]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(OrgCollector(rt, who.org, sandbox, queues))
+    callbacks = {name: tally for name, tally in rt.calls.callback_tallies(who.org).items()
+                 if sandbox is None or name == sandbox}  # fmt: skip
+    registry.register(OrgCollector(rt, who.org, sandbox, queues, callbacks))
+    for process in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(process)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -81,16 +103,23 @@ class OrgCollector(Collector):
     """The series of one org (and optionally one sandbox), read at collection time."""
 
     def __init__(
-        self, rt: Runtime, org: str, sandbox: str | None, queues: list[QueueState]
+        self,
+        rt: Runtime,
+        org: str,
+        sandbox: str | None,
+        queues: list[QueueState],
+        callbacks: dict[str, CallbackTally],
     ) -> None:
         self._rt = rt
         self._org = org
         self._sandbox = sandbox
         self._queue_states = queues
+        self._callbacks = callbacks
 
     def collect(self) -> Iterator[Metric]:
         yield from self._calls()
         yield from self._queues()
+        yield from self._callback_series()
         failures = CounterMetricFamily(
             "sluicegate_background_failures",
             "Failures of the service's background tasks, each retried (the whole process)",
@@ -147,6 +176,24 @@ class OrgCollector(Collector):
             oldest.add_metric([self._org, state.uid], state.oldest_age or 0.0)
         yield depth
         yield oldest
+
+    def _callback_series(self) -> Iterator[Metric]:
+        ended = CounterMetricFamily(
+            "sluicegate_callbacks",
+            "Callbacks ended since the process started, by result",
+            labels=["org", "sandbox", "result"],
+        )
+        pending = GaugeMetricFamily(
+            "sluicegate_callbacks_pending",
+            "Callbacks being sent, retries included",
+            labels=["org", "sandbox"],
+        )
+        for sandbox, tally in sorted(self._callbacks.items()):
+            for result in ("delivered", "failed", "refused"):
+                ended.add_metric([self._org, sandbox, result], getattr(tally, result))
+            pending.add_metric([self._org, sandbox], tally.pending)
+        yield ended
+        yield pending
 
 
 def _buckets(counts: list[int]) -> list[tuple[str, float]]:
