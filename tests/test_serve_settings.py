@@ -85,9 +85,11 @@ def test_config_show_never_prints_a_secret(tmp_path: Path) -> None:
         ({"env": {"SLUICEGATE_REDIS_URL": "redis://localhost:6379/0"}},
          "settings redis_url and postgres_url: shared storage needs both"),
         ({"flags": ["--data-key", "not-a-key"]}, "setting data_key (flag --data-key):"),
+        ({"env": {"SLUICEGATE_CALLBACK_SECRET_FILE": "/nonexistent/secret"}},
+         "setting callback_secret_file: cannot read it: No such file or directory"),
     ],
     ids=["unknown-key", "bad-yaml", "bad-network", "four-retries", "port", "log-level",
-         "short-secret", "redis-alone", "bad-data-key"],
+         "short-secret", "redis-alone", "bad-data-key", "secret-file"],
 )  # fmt: skip
 def test_serve_refuses_a_wrong_setting_and_names_it(
     tmp_path: Path, how: dict[str, object], named: str

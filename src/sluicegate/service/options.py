@@ -255,6 +255,8 @@ SETTINGS: tuple[Setting, ...] = (
             parse=_optional_path, default=None),
     Setting(name="callback_secret", help="Sign callbacks with this secret (whsec_<base64>, "
             "or text of 16+ bytes).", parse=_secret, default=None, secret=True),
+    Setting(name="callback_secret_file", help="A file holding the callback secret.",
+            parse=_optional_path, default=None),
     Setting(name="otel", help="Trace calls with OpenTelemetry (needs the otel extra; "
             "configured by the OTEL_* variables).", parse=_flag, default=False, kind=bool),
 )  # fmt: skip
@@ -355,6 +357,16 @@ def options(chosen: Mapping[str, Chosen]) -> ServiceOptions:
             raise BadSetting(f"setting data_key_file: cannot read it: {exc.strerror}") from None
         except ValueError as exc:
             raise BadSetting(f"setting data_key_file: {exc}") from None
+    secret = value["callback_secret"]
+    if (secret_file := value["callback_secret_file"]) is not None:
+        try:
+            secret = _secret(secret_file.read_text().strip())
+        except OSError as exc:
+            raise BadSetting(
+                f"setting callback_secret_file: cannot read it: {exc.strerror}"
+            ) from None
+        except ValueError as exc:
+            raise BadSetting(f"setting callback_secret_file: {exc}") from None
     if (value["redis_url"] is None) != (value["postgres_url"] is None):
         raise BadSetting("settings redis_url and postgres_url: shared storage needs both")
     networks = value["allowed_networks"]
@@ -378,7 +390,7 @@ def options(chosen: Mapping[str, Chosen]) -> ServiceOptions:
             max_header_bytes=value["max_header_bytes"],
             max_in_flight_per_org=value["max_in_flight_per_org"],
             max_queued_per_org=value["max_queued_per_org"],
-            callback_secret=value["callback_secret"],
+            callback_secret=secret,
         )  # fmt: skip
     except InvalidInput as exc:
         raise BadSetting(f"settings: {exc.message}") from None
