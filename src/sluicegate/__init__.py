@@ -25,6 +25,7 @@ from sluicegate.errors import (
     StorageError,
     TooManyCalls,
     TransportError,
+    UnknownHost,
 )
 from sluicegate.gate import Gate
 from sluicegate.handle import CallHandle, CallState
@@ -70,5 +71,6 @@ __all__ = [
     "TooManyCalls",
     "Transport",
     "TransportError",
+    "UnknownHost",
     "Validation",
 ]

@@ -12,6 +12,7 @@ failures of the machinery itself::
     │   └── ConfigNotFound    no config with that uid in this org and sandbox
     ├── TooManyCalls          an org is over its quota of calls in flight or queued: later
     ├── TransportError        a request failed without an HTTP status (connect, reset, TLS, DNS)
+    │   ├── UnknownHost       the host name has no address: not retried
     │   └── EgressBlocked     the egress policy refused the URL or the address it resolves to
     └── StorageError          a backend failed
 
@@ -88,6 +89,12 @@ class TooManyCalls(SluicegateError):
 
 class TransportError(SluicegateError):
     """A request failed without an HTTP status: connect, reset, TLS or DNS failure."""
+
+
+class UnknownHost(TransportError):
+    """The request's host name does not resolve to any address (it does not exist, or has
+    no address record): the call ends ``network_error`` after this attempt, with no retry,
+    since a retry would only ask the resolver again."""
 
 
 class EgressBlocked(TransportError):

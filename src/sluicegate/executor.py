@@ -27,7 +27,7 @@ from sluicegate.budget import Budget
 from sluicegate.call import Call
 from sluicegate.clock import Clock
 from sluicegate.egress import EgressPolicy
-from sluicegate.errors import EgressBlocked, StorageError, TransportError
+from sluicegate.errors import EgressBlocked, StorageError, TransportError, UnknownHost
 from sluicegate.matching import Resolution
 from sluicegate.outcomes import INTERRUPTED, AttemptError, CallResult, ErrorKind, Outcome
 from sluicegate.progress import Progress, Watch
@@ -271,6 +271,9 @@ class Executor:
                 return Outcome.CAPPED
             except TransportError as exc:
                 error = AttemptError(kind=ErrorKind.NETWORK, message=str(exc))
+                if isinstance(exc, UnknownHost):  # no retry can give the name an address
+                    progress.failed(error)
+                    return Outcome.NETWORK_ERROR
             except Exception as exc:  # a transport bug must still end as an outcome, not a crash
                 message = f"unexpected {type(exc).__name__}: {exc}"
                 error = AttemptError(kind=ErrorKind.NETWORK, message=message)

@@ -3,14 +3,17 @@
 At most :data:`MAX_RETRIES` retries follow the first attempt, all inside the budget. A
 network error or a status outside 2xx is retried, except 401, 403 and 404, which no retry
 can fix, and 3xx, a redirect the engine could not follow further (a retry would only
-follow it again): those end the call at once. The wait is a short fixed schedule
-(:data:`RETRY_SCHEDULE`, the default of the operator setting) unless the response names
-its own with ``Retry-After``.
+follow it again): those end the call at once. So does a host name that does not exist or
+has no address (:class:`~sluicegate.errors.UnknownHost`): the resolver's answer is final,
+and a retry would only ask it again (a temporary resolver failure is retried). The wait is
+a short fixed schedule (:data:`RETRY_SCHEDULE`, the default of the operator setting)
+unless the response names its own with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import email.utils
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -18,6 +21,18 @@ from typing import NamedTuple
 MAX_RETRIES = 3
 RETRY_SCHEDULE = (0.1, 0.2, 0.4)
 FINAL_STATUSES = frozenset({401, 403, 404})
+#: ``getaddrinfo``'s answers that a name has no address: it does not exist (NXDOMAIN),
+#: it has no address record, or none of the family asked for. Not EAI_AGAIN (the resolver
+#: did not answer in time, or its server failed) nor EAI_FAIL: those may pass.
+NO_ADDRESS_ERRORS = frozenset(
+    code for name in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY")
+    if (code := getattr(socket, name, None)) is not None
+)  # fmt: skip
+
+
+def is_unknown_host(exc: OSError) -> bool:
+    """Whether a failed name lookup said the name has no address (rather than failing)."""
+    return isinstance(exc, socket.gaierror) and exc.errno in NO_ADDRESS_ERRORS
 
 
 def is_retryable_status(status: int) -> bool:

@@ -6,7 +6,8 @@ connector's resolver. aiohttp connects to exactly the addresses the resolver ret
 IP-literal hosts, which ``check_url`` judged), so a connection is only ever made to an
 address that was checked; the DNS cache holds only addresses that passed.
 
-Failures without an HTTP status come out as :class:`TransportError`, refusals as
+Failures without an HTTP status come out as :class:`TransportError` (a host name without
+an address as its :class:`~sluicegate.errors.UnknownHost`), refusals as
 :class:`EgressBlocked`; no aiohttp exception escapes. Cancellation propagates untouched and
 closes the connection of the interrupted response rather than pooling it half-read.
 """
@@ -26,7 +27,8 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from sluicegate.egress import CheckedUrls, EgressPolicy
-from sluicegate.errors import EgressBlocked, TransportError
+from sluicegate.errors import EgressBlocked, TransportError, UnknownHost
+from sluicegate.retry import is_unknown_host
 from sluicegate.transport import Request, Response, Sending
 
 #: Resolved (and checked) addresses are reused this long, so most requests skip DNS.
@@ -67,7 +69,8 @@ class _CheckingResolver(AbstractResolver):
             return allowed
         if refusal is not None:
             raise _Refused(refusal)
-        raise OSError(f"host {host!r} has no address")  # aiohttp expects at least one
+        # aiohttp expects at least one: say so as getaddrinfo would.
+        raise socket.gaierror(socket.EAI_NODATA, "No address associated with hostname")
 
     async def close(self) -> None:
         await self._inner.close()
@@ -147,6 +150,8 @@ class AiohttpTransport:
             refusal = _refusal(exc)
             if refusal is not None:
                 raise EgressBlocked(str(refusal)) from exc
+            if isinstance(exc, aiohttp.ClientConnectorDNSError) and is_unknown_host(exc.os_error):
+                raise UnknownHost(_describe(exc)) from exc
             raise TransportError(_describe(exc)) from exc
         finally:
             _SENDING.reset(token)

@@ -40,7 +40,8 @@ from pyreqwest.response import Response as RqResponse
 
 from sluicegate.call import MAX_TIMEOUT_SECONDS
 from sluicegate.egress import CheckedUrls, EgressPolicy
-from sluicegate.errors import EgressBlocked, TransportError
+from sluicegate.errors import EgressBlocked, TransportError, UnknownHost
+from sluicegate.retry import is_unknown_host
 from sluicegate.transport import Request, Response, Sending
 
 #: Checked addresses of a host are reused this long, so most requests skip DNS.
@@ -135,7 +136,8 @@ class ReqwestTransport:
         try:
             infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
         except OSError as exc:
-            raise TransportError(f"cannot resolve host {host}: {_os_reason(exc)}") from exc
+            failure = UnknownHost if is_unknown_host(exc) else TransportError
+            raise failure(f"cannot resolve host {host}: {_os_reason(exc)}") from exc
         allowed: list[str] = []
         refusal = None
         for info in infos:
@@ -146,8 +148,10 @@ class ReqwestTransport:
                     allowed.append(address)
             elif refusal is None:
                 refusal = reason
-        if not allowed:
-            raise EgressBlocked(refusal or f"host {host!r} has no address")
+        if refusal is not None and not allowed:
+            raise EgressBlocked(refusal)
+        if not allowed:  # getaddrinfo raises rather than answer nothing; in case it does not
+            raise UnknownHost(f"cannot resolve host {host}: no address associated with hostname")
         if len(self._addresses) >= URL_CACHE_SIZE:
             self._addresses.popitem(last=False)
         self._addresses[host] = (loop.time() + DNS_CACHE_SECONDS, allowed)
