@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import ipaddress
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from sluicegate.errors import InvalidInput
-from sluicegate.sealing import parse_keys
+from sluicegate.service import setting_values as read
 from sluicegate.settings import DefaultCap, Settings
 
 ENV_PREFIX = "SLUICEGATE_"
@@ -37,125 +36,6 @@ PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in
 
 class BadSetting(Exception):
     """A setting that cannot be used: ``str()`` names it, its source, and what is wrong."""
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise ValueError("must be text")
-    text = str(value).strip()
-    if not text or not text.isprintable():
-        raise ValueError("must be printable, non-empty text")
-    return text
-
-
-def _optional_text(value: object) -> str | None:
-    return None if value is None or value == "" else _text(value)
-
-
-def _flag(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")
-
-
-def _whole(low: int, high: int | None = None) -> Callable[[object], int]:
-    def parse(value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise ValueError("must be a whole number")
-        try:
-            number = int(value)
-        except ValueError:
-            raise ValueError(f"must be a whole number, not {value!r}") from None
-        if number < low or (high is not None and number > high):
-            raise ValueError(f"must be {low}-{high}" if high is not None else f"must be >= {low}")
-        return number
-
-    return parse
-
-
-def _seconds(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError("must be a number of seconds")
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"must be a number of seconds, not {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise ValueError("must be a finite number >= 0")
-    return number
-
-
-def _items(value: object) -> list[object]:
-    if isinstance(value, list | tuple):
-        return list(value)
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return [value]
-
-
-def _list(item: Callable[[object], Any]) -> Callable[[object], tuple[Any, ...]]:
-    def parse(value: object) -> tuple[Any, ...]:
-        return tuple(item(part) for part in _items(value))
-
-    return parse
-
-
-def _network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(_text(value), strict=True)
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not a network in CIDR form ({exc})") from None
-
-
-def _choice(*choices: str) -> Callable[[object], str]:
-    def parse(value: object) -> str:
-        text = _text(value).lower()
-        if text not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
-        return text
-
-    return parse
-
-
-def _path(value: object) -> Path:
-    return Path(_text(value)).expanduser()
-
-
-def _optional_path(value: object) -> Path | None:
-    return None if value is None or value == "" else _path(value)
-
-
-def _data_keys(value: object) -> tuple[bytes, ...]:
-    try:
-        return parse_keys(_text(value)) if value else ()
-    except InvalidInput as exc:
-        raise ValueError(exc.message) from None
-
-
-def _secret(value: object) -> bytes | None:
-    """A callback signing secret: ``whsec_<base64>`` as Standard Webhooks writes them,
-    else the text's UTF-8 bytes (at least 16 of them)."""
-    import base64
-    import binascii
-
-    text = _optional_text(value)
-    if text is None:
-        return None
-    if text.startswith("whsec_"):
-        try:
-            secret = base64.b64decode(text.removeprefix("whsec_"), validate=True)
-        except binascii.Error:
-            raise ValueError("a whsec_ secret must be base64 after its prefix") from None
-    else:
-        secret = text.encode()
-    if len(secret) < 16:
-        raise ValueError("must be at least 16 bytes")
-    return secret
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,84 +61,84 @@ class Setting:
 
 _D = Settings()
 SETTINGS: tuple[Setting, ...] = (
-    Setting(name="host", help="Interface to listen on.", parse=_text, default="127.0.0.1"),
-    Setting(name="port", help="Port to listen on (0: any free port).", parse=_whole(0, 65535),
+    Setting(name="host", help="Interface to listen on.", parse=read.text, default="127.0.0.1"),
+    Setting(name="port", help="Port to listen on (0: any free port).", parse=read.whole(0, 65535),
             default=8080, kind=int),
-    Setting(name="data_dir", help="Where the service keeps its data (SQLite).", parse=_path,
+    Setting(name="data_dir", help="Where the service keeps its data (SQLite).", parse=read.path,
             default=Path(".sluicegate")),
     Setting(name="create", help="Create the data dir if it does not exist (--dev does too).",
-            parse=_flag, default=False, kind=bool),
+            parse=read.switch, default=False, kind=bool),
     Setting(name="dev", help="Development: egress to loopback and any port, a first key, "
-            "and a built-in external system at /dev/echo.", parse=_flag, default=False,
+            "and a built-in external system at /dev/echo.", parse=read.switch, default=False,
             kind=bool),
     Setting(name="redis_url", help="Redis shared by several instances (slots, queues).",
-            parse=_optional_text, default=None, secret=True, aliases=("--redis",)),
+            parse=read.optional_text, default=None, secret=True, aliases=("--redis",)),
     Setting(name="postgres_url", help="PostgreSQL shared by several instances (configs, "
-            "keys, results, reports).", parse=_optional_text, default=None, secret=True,
+            "keys, results, reports).", parse=read.optional_text, default=None, secret=True,
             aliases=("--postgres",)),
     Setting(name="redis_prefix", help="Starts every Redis key: deployments sharing one "
-            "Redis use different ones.", parse=_text, default="sg"),
+            "Redis use different ones.", parse=read.text, default="sg"),
     Setting(name="transport", help="HTTP client of the calls: aiohttp or reqwest.",
-            parse=_choice("aiohttp", "reqwest"), default="aiohttp"),
+            parse=read.choice("aiohttp", "reqwest"), default="aiohttp"),
     Setting(name="log_format", help="text or json (one JSON object per line).",
-            parse=_choice("text", "json"), default="text"),
+            parse=read.choice("text", "json"), default="text"),
     Setting(name="log_level", help="debug, info, warning or error.",
-            parse=_choice("debug", "info", "warning", "error"), default="info"),
+            parse=read.choice("debug", "info", "warning", "error"), default="info"),
     Setting(name="cors_origins", help="Browser origins allowed to call the API (CORS).",
-            parse=_list(_text), default=()),
+            parse=read.listed(read.text), default=()),
     Setting(name="allowed_hosts", help="Hosts called whatever address they resolve to "
-            "(internal partners); their ports must still be allowed.", parse=_list(_text),
+            "(internal partners); their ports must still be allowed.", parse=read.listed(read.text),
             default=()),
     Setting(name="allowed_ports", help="Ports calls may reach.",
-            parse=_list(_whole(1, 65535)), default=tuple(sorted(_D.allowed_ports))),
+            parse=read.listed(read.whole(1, 65535)), default=tuple(sorted(_D.allowed_ports))),
     Setting(name="allowed_networks", help="Networks (CIDR) calls may reach though not public.",
-            parse=_list(_network), default=()),
+            parse=read.listed(read.network), default=()),
     Setting(name="allow_private_networks", help="Let calls reach private networks (10/8, "
-            "172.16/12, 192.168/16, fc00::/7); never loopback.", parse=_flag, default=False,
+            "172.16/12, 192.168/16, fc00::/7); never loopback.", parse=read.switch, default=False,
             kind=bool),
     Setting(name="action_cap_count", help="Default cap of an action endpoint: calls ...",
-            parse=_whole(1), default=_D.action_default.count, kind=int),
+            parse=read.whole(1), default=_D.action_default.count, kind=int),
     Setting(name="action_cap_period_ms", help="... per this many milliseconds.",
-            parse=_whole(1), default=_D.action_default.period_ms, kind=int),
+            parse=read.whole(1), default=_D.action_default.period_ms, kind=int),
     Setting(name="datasource_cap_count", help="Default cap of a data source: calls ...",
-            parse=_whole(1), default=_D.datasource_default.count, kind=int),
+            parse=read.whole(1), default=_D.datasource_default.count, kind=int),
     Setting(name="datasource_cap_period_ms", help="... per this many milliseconds.",
-            parse=_whole(1), default=_D.datasource_default.period_ms, kind=int),
+            parse=read.whole(1), default=_D.datasource_default.period_ms, kind=int),
     Setting(name="datasource_allowlist", help="Hosts whose data sources may be capped above "
-            "the default.", parse=_list(_text), default=()),
+            "the default.", parse=read.listed(read.text), default=()),
     Setting(name="public_hosts", help="Hosts declared public: never allowlisted.",
-            parse=_list(_text), default=()),
+            parse=read.listed(read.text), default=()),
     Setting(name="retry_schedule", help="Seconds before each retry (at most 3).",
-            parse=_list(_seconds), default=_D.retry_schedule),
+            parse=read.listed(read.seconds), default=_D.retry_schedule),
     Setting(name="queue_max_age", help="Seconds a throttled call may wait (at most 21600).",
-            parse=_seconds, default=_D.queue_max_age),
-    Setting(name="max_redirects", help="Redirects a call follows.", parse=_whole(0),
+            parse=read.seconds, default=_D.queue_max_age),
+    Setting(name="max_redirects", help="Redirects a call follows.", parse=read.whole(0),
             default=_D.max_redirects, kind=int),
     Setting(name="max_response_bytes", help="Bytes of a response body kept.",
-            parse=_whole(0), default=_D.max_response_bytes, kind=int),
+            parse=read.whole(0), default=_D.max_response_bytes, kind=int),
     Setting(name="max_request_bytes", help="Bytes of a request body read.",
-            parse=_whole(1), default=_D.max_request_bytes, kind=int),
+            parse=read.whole(1), default=_D.max_request_bytes, kind=int),
     Setting(name="max_batch_bytes", help="Bytes of a batch of calls read.",
-            parse=_whole(1), default=_D.max_batch_bytes, kind=int),
+            parse=read.whole(1), default=_D.max_batch_bytes, kind=int),
     Setting(name="max_bodies_bytes", help="Bytes of request bodies held at once.",
-            parse=_whole(1), default=_D.max_bodies_bytes, kind=int),
+            parse=read.whole(1), default=_D.max_bodies_bytes, kind=int),
     Setting(name="max_header_bytes", help="Bytes of a request's headers.",
-            parse=_whole(1), default=_D.max_header_bytes, kind=int),
+            parse=read.whole(1), default=_D.max_header_bytes, kind=int),
     Setting(name="max_in_flight_per_org", help="Calls one org may have in flight; over it, "
-            "429.", parse=_whole(1), default=_D.max_in_flight_per_org, kind=int),
+            "429.", parse=read.whole(1), default=_D.max_in_flight_per_org, kind=int),
     Setting(name="max_queued_per_org", help="Calls one org may have waiting in queues; over "
-            "it, 429.", parse=_whole(0), default=_D.max_queued_per_org, kind=int),
+            "it, 429.", parse=read.whole(0), default=_D.max_queued_per_org, kind=int),
     Setting(name="data_key", help="Seal queued calls at rest with this key (from `sluicegate "
-            "data-key`); older keys after commas still open.", parse=_data_keys, default=(),
+            "data-key`); older keys after commas still open.", parse=read.data_keys, default=(),
             secret=True),
     Setting(name="data_key_file", help="A file holding the data key(s).",
-            parse=_optional_path, default=None),
+            parse=read.optional_path, default=None),
     Setting(name="callback_secret", help="Sign callbacks with this secret (whsec_<base64>, "
-            "or text of 16+ bytes).", parse=_secret, default=None, secret=True),
+            "or text of 16+ bytes).", parse=read.secret, default=None, secret=True),
     Setting(name="callback_secret_file", help="A file holding the callback secret.",
-            parse=_optional_path, default=None),
+            parse=read.optional_path, default=None),
     Setting(name="otel", help="Trace calls with OpenTelemetry (needs the otel extra; "
-            "configured by the OTEL_* variables).", parse=_flag, default=False, kind=bool),
+            "configured by the OTEL_* variables).", parse=read.switch, default=False, kind=bool),
 )  # fmt: skip
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -352,7 +232,7 @@ def options(chosen: Mapping[str, Chosen]) -> ServiceOptions:
     keys = value["data_key"]
     if (key_file := value["data_key_file"]) is not None:
         try:
-            keys = _data_keys(key_file.read_text().strip())
+            keys = read.data_keys(key_file.read_text().strip())
         except OSError as exc:
             raise BadSetting(f"setting data_key_file: cannot read it: {exc.strerror}") from None
         except ValueError as exc:
@@ -360,7 +240,7 @@ def options(chosen: Mapping[str, Chosen]) -> ServiceOptions:
     secret = value["callback_secret"]
     if (secret_file := value["callback_secret_file"]) is not None:
         try:
-            secret = _secret(secret_file.read_text().strip())
+            secret = read.secret(secret_file.read_text().strip())
         except OSError as exc:
             raise BadSetting(
                 f"setting callback_secret_file: cannot read it: {exc.strerror}"
