@@ -449,7 +449,7 @@ async def test_get_queues_shows_the_depth_and_age_of_the_throttling_queue(
     start_service: StartService, tmp_path: Path
 ) -> None:
     """Calls waiting in the org's throttling queue show in `get queues`: depth, age of
-    the oldest, drain rate; in json, yaml and the table."""
+    the oldest, drain rate, whether it is paused; in json, yaml and the table."""
     running, clock, _ = await start_on_clock(start_service)
     cli = await cli_of(running, tmp_path)
     payload = {"name": "t", "urlPattern": "https://api.example.org/thr/*", "methods": ["POST"],
@@ -461,11 +461,16 @@ async def test_get_queues_shows_the_depth_and_age_of_the_throttling_queue(
     await clock.advance(0.5)
     expected = [{"uid": uid, "urlPattern": "https://api.example.org/thr/*", "methods": ["POST"],
                  "state": "deployed", "enforced": True, "maxThroughput": 200, "depth": 5,
-                 "oldestAgeSeconds": 0.5}]  # fmt: skip
+                 "oldestAgeSeconds": 0.5, "paused": False}]  # fmt: skip
     assert expected == json.loads((await cli("get", "queues", "-o", "json")).out)
     assert expected == yaml.safe_load((await cli("get", "queues", "-o", "yaml")).out)
     row = next(line for line in (await cli("get", "queues")).out.splitlines() if uid in line)
-    assert ["200", "5", "0.5"] == [cell.strip() for cell in row.split("│")[5:8]]
+    assert ["no", "200", "5", "0.5"] == [cell.strip() for cell in row.split("│")[5:9]]
+    await cli("queues", "pause", uid)
+    assert [True] == [
+        q["paused"] for q in json.loads((await cli("get", "queues", "-o", "json")).out)
+    ]
+    await cli("queues", "resume", uid)
     await clock.advance(WINDOW)
     await asyncio.gather(*backlog)
 

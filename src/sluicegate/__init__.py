@@ -30,6 +30,7 @@ from sluicegate.errors import (
 from sluicegate.gate import Gate
 from sluicegate.handle import CallHandle, CallState
 from sluicegate.outcomes import AttemptError, CallResult, ErrorKind, Outcome
+from sluicegate.queues import ThrottlingQueue
 from sluicegate.rules import Validation
 from sluicegate.settings import DefaultCap, Settings
 from sluicegate.throttle import QueueState
@@ -68,6 +69,7 @@ __all__ = [
     "SluicegateError",
     "StorageError",
     "SystemClock",
+    "ThrottlingQueue",
     "TooManyCalls",
     "Transport",
     "TransportError",

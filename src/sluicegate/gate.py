@@ -26,6 +26,7 @@ from sluicegate.executor import Executor
 from sluicegate.handle import CallHandle, CallState, Waiters
 from sluicegate.matching import Resolution, throttle_key, throttle_owner
 from sluicegate.outcomes import AttemptError, CallResult, ErrorKind, Outcome
+from sluicegate.queues import PURGED, ThrottlingQueue
 from sluicegate.quotas import Quotas
 from sluicegate.records import ConfigKind, ConfigRecord
 from sluicegate.reporting import Counters, Reporter
@@ -117,7 +118,7 @@ class Gate:
             following = asyncio.create_task(backend.configs.follow(rules.reload))
             try:
                 await backend.recover(int(clock.now() * 1000))
-                await gate._throttling.resume(gate._deployed_rate)
+                await gate._throttling.start(gate._deployed_rate)
                 yield gate
             finally:
                 following.cancel()
@@ -214,8 +215,15 @@ class Gate:
         return "queued" if stored == "queued" else "running"  # claimed: being handed over
 
     async def queues(self) -> list[QueueState]:
-        """Depth, rate and oldest age of every throttling queue with calls waiting."""
+        """Depth, rate and oldest age of every throttling queue with calls waiting, or
+        paused."""
         return await self._throttling.states()
+
+    def queue(self, key: str) -> ThrottlingQueue:
+        """The throttling queue ``key`` (a :class:`QueueState`'s), to pause, resume or purge
+        (:mod:`sluicegate.queues`). A purged call ends ``expired``, "purged by an operator"."""
+        return ThrottlingQueue(key, throttling=self._throttling, store=self._backend.queue,
+                               ended=partial(self._expired, why=PURGED))  # fmt: skip
 
     async def slots_in_use(self, key: str) -> int:
         """Slots held right now of the rate rule ``key`` (see :mod:`sluicegate.matching`)."""
@@ -284,8 +292,9 @@ class Gate:
         """A queue's dispatcher hands over its head call with its slot: run it."""
         self._spawn(item.call.org, item.call_id, self._run_stored(item, grant))
 
-    def _expired(self, item: QueuedCall) -> None:
-        error = AttemptError(kind=ErrorKind.EXPIRED, message="six hours in the throttling queue")
+    def _expired(self, item: QueuedCall, why: str = "six hours in the throttling queue") -> None:
+        """A call left its queue unsent: it ends ``expired``, ``why`` its error message."""
+        error = AttemptError(kind=ErrorKind.EXPIRED, message=why)
         endpoint = self.rules.resolve(item.call).endpoint
         self._report(item.call, _ended(item.call_id, Outcome.EXPIRED, endpoint, error,
                                        queued_ms=self._queued_ms(item)))  # fmt: skip

@@ -60,8 +60,8 @@ class SlotStore(Protocol):
         self, limits: Sequence[Limit], now_ms: int, *, behind: str | None = None
     ) -> Grant | Wait:
         """Reserve one slot in every limit, or in none. ``behind`` names a throttling
-        queue whose waiting calls go first: while it holds any, no slot (``Wait`` of the
-        period of the first limit)."""
+        queue whose waiting calls go first: while it holds any, or is paused, no slot
+        (``Wait`` of the period of the first limit)."""
         ...
 
     async def recorded(self, grant: Grant) -> None:
@@ -130,13 +130,14 @@ class QueuedCall:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QueueDepth:
-    """What a store holds of one queue: calls waiting, the oldest one's enqueue time,
-    and the rate of the call at the head."""
+    """What a store holds of one queue: calls waiting, the oldest one's enqueue time, the
+    rate of the call at the head (0 when none waits), and whether it is paused."""
 
     queue: str
     depth: int
     oldest: float | None
     rate: int
+    paused: bool = False
 
 
 #: Where a stored call stands: waiting in its queue, or claimed by a dispatcher.
@@ -149,7 +150,8 @@ class QueueStore(Protocol):
     A pushed call waits until a dispatcher :meth:`claim`\\ s it (the head first), then is
     claimed until :meth:`remove` says it ended. A claimed call whose dispatcher died is
     not lost: :meth:`reclaim` puts it back at its place at the head, so delivery is at
-    least once.
+    least once. An operator may :meth:`pause` a queue (nothing is claimed from it until
+    :meth:`resume`) or :meth:`purge` it (its waiting calls leave without being claimed).
 
     ``shared``: other processes push to and claim from the same queues, so a process
     must look for work it did not push itself.
@@ -164,7 +166,30 @@ class QueueStore(Protocol):
         ...
 
     async def claim(self, queue: str, count: int) -> list[QueuedCall]:
-        """Take up to ``count`` calls from the head of ``queue``, oldest first."""
+        """Take up to ``count`` calls from the head of ``queue``, oldest first; none while
+        ``queue`` is paused."""
+        ...
+
+    async def purge(self, queue: str, count: int) -> list[QueuedCall]:
+        """Remove up to ``count`` calls waiting at the head of ``queue`` (claimed ones
+        stay) and return them, oldest first. Atomic with :meth:`claim`: a call is claimed
+        or purged, never both, whichever process asks."""
+        ...
+
+    async def pause(self, queue: str) -> None:
+        """Claim nothing from ``queue`` until :meth:`resume`, in every process sharing the
+        store; a slot asked for ``behind`` it is refused meanwhile (:meth:`SlotStore.acquire`),
+        so new calls queue. Pushes go on, and so does :meth:`expire`. Durable: when this
+        returns, the pause survives a restart. Pausing a paused queue changes nothing."""
+        ...
+
+    async def resume(self, queue: str) -> None:
+        """End the pause of ``queue`` (durably); resuming a queue not paused changes nothing."""
+        ...
+
+    def paused(self, queue: str) -> bool:
+        """Whether ``queue`` is paused, as this process last saw it (:meth:`claim` and
+        :meth:`queues` look again in a shared store)."""
         ...
 
     async def expire(self, queue: str, cutoff: float) -> tuple[list[QueuedCall], float | None]:
@@ -192,7 +217,7 @@ class QueueStore(Protocol):
         ...
 
     async def queues(self) -> list[QueueDepth]:
-        """Every queue that has calls waiting."""
+        """Every queue that has calls waiting or is paused."""
         ...
 
     async def find(self, call_id: str) -> Stored | None:

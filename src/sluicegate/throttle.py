@@ -12,6 +12,8 @@ Calls already running that need a slot for a retry or a redirect hop wait in mem
 ``max_age`` (6 hours) after it was queued is removed from the store and leaves with
 ``expired``. A queue drains at its config's current rate, and keeps its last rate once
 the config is undeployed or gone (the rate stored with its head call, after a restart).
+A paused queue (:mod:`sluicegate.queues`) dispatches nothing but retries; its dispatcher
+still expires its calls.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QueueState:
-    """A throttling queue as reports show it: the org and config it belongs to, its
-    drain rate, calls waiting and the age of the oldest one."""
+    """A throttling queue as reports show it: the org and config it belongs to, its drain
+    rate (0: unknown), calls waiting, the age of the oldest one, and if it is paused."""
 
     key: str
     org: str
@@ -52,6 +54,7 @@ class QueueState:
     rate: int
     depth: int
     oldest_age: float | None
+    paused: bool = False
 
 
 Dispatched = Callable[[QueuedCall, Grant], None]
@@ -88,6 +91,7 @@ class Throttling:
         self._rates: dict[str, int] = {}
         self._of_org: dict[str, set[str]] = {}  # org -> its queues among those of _rates
         self._dispatchers: dict[str, _Dispatcher] = {}
+        self._deployed: Callable[[str], int | None] = lambda key: None
         self._scanner: asyncio.Task[None] | None = None
         self._closed = False
         self.failures = 0  # dispatches and scans that failed (a metrics series)
@@ -166,42 +170,58 @@ class Throttling:
         if dispatcher is not None and not self._closed:
             dispatcher.poke()
 
-    async def resume(self, deployed_rate: Callable[[str], int | None]) -> None:
+    async def start(self, deployed_rate: Callable[[str], int | None]) -> None:
         """Start dispatching the queues the store holds (after a restart), each at its
         config's rate, or the rate stored with its head when the config is not deployed.
         A shared store is looked at again every :data:`SCAN_EVERY` seconds: calls pushed
-        by other instances (one that died, say) are dispatched here too."""
-        await self._resume(deployed_rate)
+        by other instances (one that died, say), and queues they resumed, are dispatched
+        here too."""
+        self._deployed = deployed_rate
+        await self._resume()
         if self._store.shared:
-            self._scanner = asyncio.create_task(self._scan(deployed_rate), name="queue scan")
+            self._scanner = asyncio.create_task(self._scan(), name="queue scan")
 
-    async def _resume(self, deployed_rate: Callable[[str], int | None]) -> None:
+    async def _resume(self) -> None:
         for queue in await self._store.queues():
-            self._rate(queue.queue, deployed_rate(queue.queue) or queue.rate)
+            if not queue.depth:  # paused and empty: nothing to dispatch
+                continue
+            self._rate(queue.queue, self._deployed(queue.queue) or queue.rate)
             dispatcher = self._dispatchers.get(queue.queue)
             if dispatcher is None or not dispatcher.active():
                 self._dispatch(queue.queue)
 
-    async def _scan(self, deployed_rate: Callable[[str], int | None]) -> None:
-        while True:
+    async def _scan(self) -> None:
+        while not self._closed:  # a Redis client may swallow the cancellation of a scan
             await self._clock.sleep(SCAN_EVERY)
             try:
-                await self._resume(deployed_rate)
+                await self._resume()
             except Exception as exc:  # the store unavailable: look again later
                 self.failures += 1
                 log.warning("throttling queues not scanned: %s", exc)
 
     async def states(self) -> list[QueueState]:
-        """Every queue with calls waiting."""
+        """Every queue with calls waiting, or paused."""
         now = self._clock.now()
         found = []
         for queue in await self._store.queues():
             org, uid = throttle_owner(queue.queue)
             age = None if queue.oldest is None else max(0.0, now - queue.oldest)
-            rate = self._rates.get(queue.queue, queue.rate)
-            found.append(QueueState(key=queue.queue, org=org, uid=uid, rate=rate,
-                                    depth=queue.depth, oldest_age=age))  # fmt: skip
+            found.append(QueueState(key=queue.queue, org=org, uid=uid,
+                                    rate=self.rate(queue.queue) or queue.rate, depth=queue.depth,
+                                    oldest_age=age, paused=queue.paused))  # fmt: skip
         return found
+
+    def rate(self, key: str) -> int:
+        """The current rate of queue ``key``, else its config's; 0 when neither is known."""
+        return self._rates.get(key) or self._deployed(key) or 0
+
+    def poke(self, key: str) -> None:
+        """Queue ``key`` was paused or resumed: its dispatcher looks again at once (one
+        of unknown rate, its config gone, is started when the queue is next seen)."""
+        if key not in self._rates and (rate := self._deployed(key)):
+            self._rate(key, rate)
+        if key in self._rates and not self._closed:
+            self._dispatch(key)
 
     def _dispatch(self, key: str) -> _Dispatcher:
         """Make sure the dispatcher of ``key`` looks at its queue again."""
@@ -250,9 +270,13 @@ class _Dispatcher:
         """A call was stored: drain, starting if stopped. In process, look again at once
         (cheap, and a window full of reservations learns sooner when they free); on a
         shared store, a dispatcher waiting for a slot goes on waiting (it asks again within
-        SHARED_LOOK_AGAIN), rather than a round trip to the store at every push."""
-        if not self._throttling._store.shared:
+        SHARED_LOOK_AGAIN), rather than a round trip to the store at every push, and one
+        of a paused queue stays stopped (the scan starts it, to expire calls or resumed)."""
+        store = self._throttling._store
+        if not store.shared:
             self._wake.set()
+        elif store.paused(self.key):
+            return
         self._start()
 
     def _start(self) -> None:
@@ -289,7 +313,7 @@ class _Dispatcher:
         t = self._throttling
         clock, slots, store = t._clock, t._slots, t._store
         expires: float | None = None  # when the head call expires (None: look now)
-        while True:
+        while not t._closed:  # as for the scan
             self._poked = False
             self._wake.clear()
             now = clock.now()
@@ -299,7 +323,8 @@ class _Dispatcher:
                     t._expired(item)
                 expires = None if head is None else head + t._max_age
             self.waiting()  # drops the retries that gave up
-            wanted = len(self.retries) + min(store.depth(self.key), BATCH)
+            paused = store.paused(self.key)  # retries of running calls go on
+            wanted = len(self.retries) + (0 if paused else min(store.depth(self.key), BATCH))
             grants, wait = await self._slots(wanted)
             try:
                 handed = await self._hand_over(grants)
@@ -308,7 +333,7 @@ class _Dispatcher:
                     slots.release(grant)
                 raise
             if handed is not None:
-                if handed is False and not self.retries and not self._poked:
+                if handed is False and not (self.retries or self._poked or store.paused(self.key)):
                     return  # the depth counted calls not written yet: their push pokes
                 await asyncio.sleep(0)  # let the dispatched calls and the others run
             elif wait is not None:
@@ -319,7 +344,9 @@ class _Dispatcher:
                     pause = min(pause, max(0.0, expires - now))
                 await self._nap(pause)
             elif not wanted and not self._poked:
-                return
+                if not paused or expires is None or store.shared:
+                    return  # a shared store's paused queue is started again by the scan
+                await self._nap(expires - clock.now())  # paused: until its head expires
 
     async def _slots(self, wanted: int) -> tuple[list[Grant], Wait | None]:
         """Up to ``wanted`` slots of the queue's window, and the wait for more if fewer.
@@ -369,6 +396,8 @@ class _Dispatcher:
     async def _nap(self, seconds: float) -> None:
         """Wait ``seconds``, or less when poked."""
         clock = self._throttling._clock
+        if self._throttling._closed:
+            return
         with contextlib.suppress(TimeoutError):
             async with clock.deadline(clock.now() + seconds):
                 await self._wake.wait()

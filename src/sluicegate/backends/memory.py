@@ -18,14 +18,14 @@ from sluicegate.window import SlidingWindow
 
 
 class MemorySlotStore:
-    """Sliding windows in a dict, all-or-nothing across limits. ``depth`` tells how many
-    calls wait in a throttling queue (for ``behind``)."""
+    """Sliding windows in a dict, all-or-nothing across limits. ``holds`` tells whether a
+    throttling queue holds newcomers back: calls wait in it, or it is paused (``behind``)."""
 
-    __slots__ = ("_depth", "_paused", "_windows")
+    __slots__ = ("_holds", "_paused", "_windows")
 
-    def __init__(self, depth: Callable[[str], int] = lambda queue: 0) -> None:
+    def __init__(self, holds: Callable[[str], object] = lambda queue: False) -> None:
         self._windows: dict[str, SlidingWindow] = {}
-        self._depth = depth
+        self._holds = holds
         self._paused: dict[str, int] = {}  # key -> paused until (ms)
 
     def window(self, limit: Limit) -> SlidingWindow:
@@ -46,7 +46,7 @@ class MemorySlotStore:
         """The synchronous core of :meth:`acquire`."""
         if self._paused and (paused := self._pause_left(limits, now_ms)):
             return Wait(paused, paused=True)
-        if behind is not None and self._depth(behind):
+        if behind is not None and self._holds(behind):
             return Wait(limits[0].period_ms)
         if len(limits) == 1:
             wait = self.window(limits[0]).acquire(now_ms)
@@ -97,7 +97,7 @@ class MemorySlotStore:
 class MemoryQueueStore:
     """Each queue an ordered dict (taking its head is O(1)); claimed calls wait aside."""
 
-    __slots__ = ("_claimed", "_order", "_queues", "_seq")
+    __slots__ = ("_claimed", "_order", "_paused", "_queues", "_seq")
 
     shared = False
 
@@ -106,19 +106,46 @@ class MemoryQueueStore:
         self._claimed: dict[str, QueuedCall] = {}
         self._order: dict[str, int] = {}  # call id -> push sequence, to reclaim in order
         self._seq = itertools.count()
+        self._paused: set[str] = set()
 
     async def push(self, item: QueuedCall) -> None:
         self._queues.setdefault(item.queue, OrderedDict())[item.call_id] = item
         self._order[item.call_id] = next(self._seq)
 
     async def claim(self, queue: str, count: int) -> list[QueuedCall]:
+        if queue in self._paused:
+            return []
+        taken = self._take(queue, count)
+        for item in taken:
+            self._claimed[item.call_id] = item
+        return taken
+
+    async def purge(self, queue: str, count: int) -> list[QueuedCall]:
+        taken = self._take(queue, count)
+        for item in taken:
+            del self._order[item.call_id]
+        return taken
+
+    def _take(self, queue: str, count: int) -> list[QueuedCall]:
+        """Up to ``count`` calls off the head of ``queue``."""
         waiting = self._queues.get(queue)
         taken: list[QueuedCall] = []
         while waiting and len(taken) < count:
-            _, item = waiting.popitem(last=False)
-            self._claimed[item.call_id] = item
-            taken.append(item)
+            taken.append(waiting.popitem(last=False)[1])
         return taken
+
+    async def pause(self, queue: str) -> None:
+        self._paused.add(queue)
+
+    async def resume(self, queue: str) -> None:
+        self._paused.discard(queue)
+
+    def paused(self, queue: str) -> bool:
+        return queue in self._paused
+
+    def holds(self, queue: str) -> bool:
+        """Whether ``queue`` holds newcomers back: calls wait in it, or it is paused."""
+        return bool(self._queues.get(queue)) or queue in self._paused
 
     async def expire(self, queue: str, cutoff: float) -> tuple[list[QueuedCall], float | None]:
         waiting = self._queues.get(queue, OrderedDict())
@@ -159,11 +186,17 @@ class MemoryQueueStore:
         return len(self._queues.get(queue, ()))
 
     async def queues(self) -> list[QueueDepth]:
-        return [
-            QueueDepth(queue=queue, depth=len(waiting), oldest=head.enqueued_at, rate=head.rate)
-            for queue, waiting in self._queues.items()
-            if waiting and (head := next(iter(waiting.values())))
-        ]
+        names = [queue for queue, waiting in self._queues.items() if waiting]
+        names += sorted(self._paused.difference(names))
+        found = []
+        for queue in names:
+            waiting = self._queues.get(queue) or OrderedDict()
+            head = next(iter(waiting.values()), None)
+            found.append(QueueDepth(
+                queue=queue, depth=len(waiting), oldest=head.enqueued_at if head else None,
+                rate=head.rate if head else 0, paused=queue in self._paused,
+            ))  # fmt: skip
+        return found
 
     async def find(self, call_id: str) -> Stored | None:
         if call_id in self._claimed:
@@ -197,7 +230,7 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self.queue = MemoryQueueStore()
-        self.slots = MemorySlotStore(self.queue.depth)
+        self.slots = MemorySlotStore(self.queue.holds)
         self.configs = MemoryConfigStore()
         self.connections = ConnectionLimits()
 

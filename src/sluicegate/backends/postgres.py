@@ -174,9 +174,11 @@ class PostgresDatabase:
 
     async def listen(self, topic: str, changed: Callable[[], Any]) -> None:
         """Call ``changed()`` (awaited if it returns an awaitable) on every notice of
-        ``topic`` from another process, and once after each reconnection. A ``changed()``
-        that fails (the database gone meanwhile, say) is called again once listening
-        resumes: a notice is never dropped on the floor."""
+        ``topic`` from another process, and once each time it starts listening (a change
+        made between the caller's first load and the first ``LISTEN``, or while the
+        connection was lost, sent a notice no one heard). A ``changed()`` that fails (the
+        database gone meanwhile, say) is called again once listening resumes: a notice is
+        never dropped on the floor."""
         lost = False
         while True:
             try:
@@ -184,9 +186,8 @@ class PostgresDatabase:
                     self.url, autocommit=True, connect_timeout=3
                 ) as conn:
                     await conn.execute(f"LISTEN {self.channel(topic)}")
-                    if lost:
-                        await _maybe_await(changed())
-                        lost = False
+                    await _maybe_await(changed())
+                    lost = False
                     async for notice in conn.notifies():
                         if notice.payload != self.instance:
                             await _maybe_await(changed())

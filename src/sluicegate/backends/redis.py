@@ -20,7 +20,8 @@ requests made meanwhile go together in one round trip. The slot store is in
 * **Queues.** A queue is a sorted set of call ids by push sequence, the calls in a hash;
   claimed calls are leased to their instance (renewed while it runs them) and go back to
   their place when a lease ends, so a dead instance's calls are delivered by the others
-  (at least once). Queued calls cost Redis memory, not instance memory.
+  (at least once). Queued calls cost Redis memory, not instance memory. A paused queue
+  has a ``paused`` key, read by the scripts that claim from it and admit behind it.
 * **Cluster.** Every key of one limit, queue or connection pool shares the hash tag
   ``{<key>}``, and no script touches two of them but a decision over two limits (a data
   source under a capping rule and the default cap); see ``docs/many-instances.md``.
@@ -60,7 +61,7 @@ MAX_CONNECTIONS = 32
 log = logging.getLogger(__name__)
 _SCRIPTS = (
     "acquire", "settle", "pause", "in_use", "connect",
-    "push", "claim", "expire", "remove", "reclaim", "renew", "head",
+    "push", "claim", "expire", "remove", "reclaim", "renew", "head", "purge",
 )  # fmt: skip
 
 

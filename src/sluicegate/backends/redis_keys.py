@@ -42,5 +42,9 @@ class Keys:
         base = f"{self.prefix}:{{{queue}}}"
         return f"{base}:seq", f"{base}:q", f"{base}:claimed", f"{base}:data", f"{base}:meta"
 
+    def paused(self, queue: str) -> str:
+        """Set while ``queue`` is paused (beside the queue's keys, in its hash slot)."""
+        return f"{self.prefix}:{{{queue}}}:paused"
+
     def connections(self, key: str) -> str:
         return f"{self.prefix}:{{{key}}}:conns"

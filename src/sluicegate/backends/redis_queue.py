@@ -87,6 +87,7 @@ class RedisQueueStore:
         self._scripts = scripts
         self._keys = keys
         self._depth: dict[str, int] = {}
+        self._paused: set[str] = set()  # as last seen
         self._mine: dict[str, str] = {}  # call id -> queue, of the calls claimed here
         self._renewer: asyncio.Task[None] | None = None
         self._pushes: list[tuple[QueuedCall, asyncio.Future[None]]] = []
@@ -142,16 +143,58 @@ class RedisQueueStore:
     async def claim(self, queue: str, count: int) -> list[QueuedCall]:
         _, waiting, claimed, data, meta = self._keys.queue(queue)
         request = self._scripts["claim"](
-            keys=[waiting, claimed, data, meta], args=[count, CLAIM_LEASE_MS], client=self._client
-        )
+            keys=[waiting, claimed, data, meta, self._keys.paused(queue)],
+            args=[count, CLAIM_LEASE_MS], client=self._client,
+        )  # fmt: skip
         found = await ask("claiming calls", request)
         self._depth[queue] = int(found[0])
-        items = [_decode(self._sealer, queue, *found[i : i + 3]) for i in range(1, len(found), 3)]
+        self._saw(queue, paused=bool(found[1]))
+        items = [_decode(self._sealer, queue, *found[i : i + 3]) for i in range(2, len(found), 3)]
         for item in items:
             self._mine[item.call_id] = queue
         if items and (self._renewer is None or self._renewer.done()):
             self._renewer = asyncio.create_task(self._renew(), name="redis claim leases")
         return items
+
+    async def purge(self, queue: str, count: int) -> list[QueuedCall]:
+        """One script takes the calls out (so no other instance claims them); a call that
+        then cannot be read back (sealed with a key this instance lacks) is logged and left
+        out of the answer: it is purged all the same."""
+        _, waiting, _, data, meta = self._keys.queue(queue)
+        request = self._scripts["purge"](keys=[waiting, data, meta], args=[count],
+                                         client=self._client)  # fmt: skip
+        found = await ask("purging calls", request)
+        self._depth[queue] = int(found[0])
+        purged = [found[i] for i in range(1, len(found), 3)]
+        if purged:
+            await ask("purging calls", self._client.hdel(self._keys.index, *purged))
+        items = []
+        for i in range(1, len(found), 3):
+            try:
+                items.append(_decode(self._sealer, queue, *found[i : i + 3]))
+            except StorageError as exc:
+                log.error("purged call %s not reported: %s", found[i], exc)
+        return items
+
+    async def pause(self, queue: str) -> None:
+        pipe: Pipeline = self._client.pipeline(transaction=False)
+        pipe.sadd(self._keys.queues, queue)  # listed by queues() while paused, even empty
+        pipe.set(self._keys.paused(queue), "1")
+        await ask("pausing a queue", pipe.execute())
+        self._saw(queue, paused=True)
+
+    async def resume(self, queue: str) -> None:
+        await ask("resuming a queue", self._client.delete(self._keys.paused(queue)))
+        self._saw(queue, paused=False)
+
+    def paused(self, queue: str) -> bool:
+        return queue in self._paused
+
+    def _saw(self, queue: str, *, paused: bool) -> None:
+        if paused:
+            self._paused.add(queue)
+        else:
+            self._paused.discard(queue)
 
     async def expire(self, queue: str, cutoff: float) -> tuple[list[QueuedCall], float | None]:
         _, waiting, _, data, meta = self._keys.queue(queue)
@@ -210,15 +253,20 @@ class RedisQueueStore:
         pipe: Pipeline = self._client.pipeline(transaction=False)
         for queue in names:
             _, waiting, _, _, meta = self._keys.queue(queue)
-            await self._scripts["head"](keys=[waiting, meta], client=pipe)
+            await self._scripts["head"](keys=[waiting, meta, self._keys.paused(queue)],
+                                        client=pipe)  # fmt: skip
         found = []
-        for queue, (depth, head) in zip(names, await ask("reading queues", pipe.execute()),
-                                        strict=True):  # fmt: skip
+        for queue, (depth, head, paused) in zip(
+            names, await ask("reading queues", pipe.execute()), strict=True
+        ):
             self._depth[queue] = int(depth)
+            self._saw(queue, paused=bool(paused))
             if depth and head:
                 _, oldest, rate = head.split(" ")
                 found.append(QueueDepth(queue=queue, depth=int(depth), oldest=float(oldest),
-                                        rate=int(rate)))  # fmt: skip
+                                        rate=int(rate), paused=bool(paused)))  # fmt: skip
+            elif paused:
+                found.append(QueueDepth(queue=queue, depth=0, oldest=None, rate=0, paused=True))
         return found
 
     async def find(self, call_id: str) -> Stored | None:

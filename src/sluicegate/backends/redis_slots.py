@@ -87,7 +87,7 @@ class RedisSlotStore:
             args += (limit.count, limit.period_ms)
             self._periods[limit.key] = limit.period_ms
         if behind is not None:
-            keys.append(self._keys.queue(behind)[1])
+            keys += (self._keys.queue(behind)[1], self._keys.paused(behind))
 
         def lost(answer: Any) -> None:  # its caller gave up: a grant is given back
             if answer[0] == 0:

@@ -20,6 +20,7 @@ depth of each queue. Choices:
   clears ``slot_spares``. Requests then seldom wait for the disk: under load commits are
   shared anyway, and one call at a time no longer pays a whole commit (about 350 µs).
 * Queues are rows of ``queued_calls`` (:mod:`.sqlite_queue`); claiming writes nothing.
+  A paused queue is a row of ``paused_queues``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from sluicegate.errors import StorageError
 from sluicegate.sealing import Sealer
 
 DB_NAME = "sluicegate.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: paused_queues (a sluicegate that ignores pauses refuses the file)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queued_calls (seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS queued_calls (seq INTEGER PRIMARY KEY AUTOINCREMENT,
     body BLOB NOT NULL, timeout_seconds REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS queued_by_queue ON queued_calls (queue, seq);
 CREATE INDEX IF NOT EXISTS queued_sealed ON queued_calls (seq) WHERE headers = '';
+CREATE TABLE IF NOT EXISTS paused_queues (queue TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS configs (seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL, uid TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (kind, uid));
 CREATE TABLE IF NOT EXISTS slots (ticket INTEGER NOT NULL, key TEXT NOT NULL,
@@ -100,7 +102,7 @@ class SqliteBackend:
         self._db = db
         self._commits = GroupCommit(db)
         self.queue = SqliteQueueStore(db, self._commits, sealer)
-        self.slots = SqliteSlotStore(self._commits, self.queue.depth)
+        self.slots = SqliteSlotStore(self._commits, self.queue.holds)
         self.configs = SqliteConfigStore(db)
         self.connections = ConnectionLimits()
         self._closed = False

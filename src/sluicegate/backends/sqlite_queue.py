@@ -3,11 +3,13 @@
 The schema is :mod:`.sqlite`'s. A queue's claimed calls are the rows at or before its
 cursor, kept in memory: claiming writes nothing, and after a restart (cursor 0) every
 call not removed is delivered again. With a :class:`~sluicegate.sealing.Sealer`, a row's
-URL, headers and body are sealed in its ``body`` (its ``url`` and ``headers`` empty).
+URL, headers and body are sealed in its ``body`` (its ``url`` and ``headers`` empty). A
+paused queue is a row of ``paused_queues``, and a name in memory that claims read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import itertools
 import json
@@ -90,6 +92,23 @@ def _claim(
     return rows + _head(queue, after, count - len(rows), conn)
 
 
+def _purge(
+    queue: str,
+    returned: list[int],
+    after: int,
+    count: int,
+    sealer: Sealer | None,
+    conn: sqlite3.Connection,
+) -> tuple[list[int], list[QueuedCall]]:
+    """Delete the rows a claim would take, once every one of them reads back (a row it
+    cannot read deletes nothing): their seqs, and their calls."""
+    rows = _claim(queue, returned, after, count, conn)
+    items = [_from_row(row[1:], sealer) for row in rows]
+    with conn:
+        conn.executemany("DELETE FROM queued_calls WHERE seq = ?", [(r[0],) for r in rows])
+    return [row[0] for row in rows], items
+
+
 def _expire(
     queue: str, after: int, cutoff: float, conn: sqlite3.Connection
 ) -> tuple[list[Any], float | None]:
@@ -122,6 +141,8 @@ class SqliteQueueStore:
         self._cursor: dict[str, int] = defaultdict(int)  # the last seq claimed
         self._claimed: set[str] = set()
         self._returned: dict[str, list[int]] = defaultdict(list)  # put back: claimed first
+        self._paused: set[str] = set()
+        self._claiming = asyncio.Lock()  # a claim moves the cursor after its read: no purge
 
     async def push(self, item: QueuedCall) -> None:
         # A string SQLite cannot encode would fail the whole group commit, every other
@@ -141,18 +162,49 @@ class SqliteQueueStore:
             raise
 
     async def claim(self, queue: str, count: int) -> list[QueuedCall]:
-        returned = self._returned[queue][:count]  # before the cursor: ahead of the others
-        rows = await self._db.run(
-            "claiming calls", partial(_claim, queue, returned, self._cursor[queue], count)
-        )
-        # First: a row it cannot read moves nothing.
-        items = [_from_row(row[1:], self._sealer) for row in rows]
-        if items:
-            del self._returned[queue][: len(returned)]
-            self._cursor[queue] = max(self._cursor[queue], rows[-1][0])
-            self._depth[queue] -= len(rows)
-            self._claimed.update(item.call_id for item in items)
-        return items
+        async with self._claiming:
+            if queue in self._paused:
+                return []
+            returned = self._returned[queue][:count]  # before the cursor: ahead of the others
+            rows = await self._db.run(
+                "claiming calls", partial(_claim, queue, returned, self._cursor[queue], count)
+            )
+            # First: a row it cannot read moves nothing.
+            items = [_from_row(row[1:], self._sealer) for row in rows]
+            if items:
+                del self._returned[queue][: len(returned)]
+                self._cursor[queue] = max(self._cursor[queue], rows[-1][0])
+                self._depth[queue] -= len(rows)
+                self._claimed.update(item.call_id for item in items)
+            return items
+
+    async def purge(self, queue: str, count: int) -> list[QueuedCall]:
+        await self._commits.flush()  # every push that returned, or is being written, counts
+        async with self._claiming:
+            returned = self._returned[queue][:count]
+            seqs, items = await self._db.run("purging calls", partial(
+                _purge, queue, returned, self._cursor[queue], count, self._sealer))  # fmt: skip
+            gone = set(seqs)
+            self._returned[queue] = [seq for seq in self._returned[queue] if seq not in gone]
+            self._depth[queue] -= len(items)
+            return items
+
+    async def pause(self, queue: str) -> None:
+        sql = "INSERT INTO paused_queues (queue) VALUES (?) ON CONFLICT DO NOTHING"
+        await self._db.execute("pausing a queue", sql, (queue,))
+        self._paused.add(queue)
+
+    async def resume(self, queue: str) -> None:
+        sql = "DELETE FROM paused_queues WHERE queue = ?"
+        await self._db.execute("resuming a queue", sql, (queue,))
+        self._paused.discard(queue)
+
+    def paused(self, queue: str) -> bool:
+        return queue in self._paused
+
+    def holds(self, queue: str) -> bool:
+        """Whether ``queue`` holds newcomers back: calls wait in it, or it is paused."""
+        return self._depth.get(queue, 0) > 0 or queue in self._paused
 
     async def expire(self, queue: str, cutoff: float) -> tuple[list[QueuedCall], float | None]:
         rows, head = await self._db.run(
@@ -196,6 +248,8 @@ class SqliteQueueStore:
             "counting queued calls", "SELECT queue, count(*) FROM queued_calls GROUP BY queue"
         )
         self._depth = defaultdict(int, rows)
+        paused = await self._db.execute("reading paused queues", "SELECT queue FROM paused_queues")
+        self._paused = {queue for (queue,) in paused}
         self._cursor.clear()
         self._claimed.clear()
         self._returned.clear()
@@ -205,16 +259,17 @@ class SqliteQueueStore:
 
     async def queues(self) -> list[QueueDepth]:
         found = []
-        for queue, depth in list(self._depth.items()):
-            if depth <= 0:
-                continue
-            rows = await self._db.run(
-                "reading a queue", partial(_head, queue, self._cursor[queue], 1)
-            )
+        names = [queue for queue, depth in self._depth.items() if depth > 0]
+        for queue in names + sorted(self._paused.difference(names)):
+            depth, paused = self._depth.get(queue, 0), queue in self._paused
+            rows = [] if depth <= 0 else await self._db.run(
+                "reading a queue", partial(_claim, queue, self._returned[queue][:1],
+                                           self._cursor[queue], 1))  # fmt: skip
             if rows:
-                found.append(
-                    QueueDepth(queue=queue, depth=depth, oldest=rows[0][3], rate=rows[0][4])
-                )
+                found.append(QueueDepth(queue=queue, depth=depth, oldest=rows[0][3],
+                                        rate=rows[0][4], paused=paused))  # fmt: skip
+            elif paused:
+                found.append(QueueDepth(queue=queue, depth=0, oldest=None, rate=0, paused=True))
         return found
 
     async def find(self, call_id: str) -> Stored | None:

@@ -38,8 +38,8 @@ def spare(limit: Limit) -> int:
 class SqliteSlotStore:
     """The memory store's decisions, journaled: see the module docstring."""
 
-    def __init__(self, commits: GroupCommit, depth: Callable[[str], int]) -> None:
-        self._windows = MemorySlotStore(depth)
+    def __init__(self, commits: GroupCommit, holds: Callable[[str], object]) -> None:
+        self._windows = MemorySlotStore(holds)
         self._commits = commits
         self._tickets = itertools.count(1)
         self._batches: dict[int, int] = {}  # ticket -> batch of its reservation, until recorded

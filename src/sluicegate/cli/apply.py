@@ -279,12 +279,15 @@ def get(what: Annotated[Listing, typer.Argument(metavar="WHAT",
         columns = ("journeyId", "timeoutSeconds")
         rows = [(j["journeyId"], str(j["timeoutSeconds"])) for j in journeys]
     else:
-        doc = [_queue(entry) for entry in remote.request("GET", "/v1/endpoints")["results"]
+        paused = {q["id"] for q in remote.request("GET", "/v1/queues")["results"] if q["paused"]}
+        doc = [_queue(entry) | {"paused": entry["endpoint"] in paused}
+               for entry in remote.request("GET", "/v1/endpoints")["results"]
                if entry["kind"] == "throttling"]  # fmt: skip
-        columns = ("uid", "methods", "urlPattern", "enforced", "rate/s", "depth", "oldest s")
+        columns = ("uid", "methods", "urlPattern", "enforced", "paused", "rate/s", "depth",
+                   "oldest s")  # fmt: skip
         rows = [(q["uid"], ",".join(q["methods"]), q["urlPattern"], _yes(q["enforced"]),
-                 str(q["maxThroughput"]), str(q["depth"]), _cell(q["oldestAgeSeconds"]))
-                for q in doc]  # fmt: skip
+                 _yes(q["paused"]), str(q["maxThroughput"]), str(q["depth"]),
+                 _cell(q["oldestAgeSeconds"])) for q in doc]  # fmt: skip
     if output is not Output.TABLE:
         typer.echo(dump(doc, output.value))
         return

@@ -1,6 +1,7 @@
 -- Reserve one slot in every limit, or in none (see sluicegate.storage.SlotStore.acquire).
 -- KEYS: per limit: its sent zset (ticket -> sent ms), held zset (ticket -> lease end ms),
---       pause key (paused until ms); then, with a queue to wait behind, its waiting zset.
+--       pause key (paused until ms); then, with a queue to wait behind, its waiting zset
+--       and its paused key (set while an operator pauses it).
 -- ARGV: now ms ('' = this server's TIME), lease ms, ticket, number of limits,
 --       '1' to wait behind the queue, then count and period ms of each limit.
 -- Returns {0, now} when granted, else {ms to wait, 1 if paused else 0}.
@@ -16,7 +17,8 @@ for i = 1, n do
   if until_ms and until_ms - now > paused then paused = until_ms - now end
 end
 if paused > 0 then return {paused, 1} end
-if ARGV[5] == '1' and redis.call('ZCARD', KEYS[3 * n + 1]) > 0 then
+if ARGV[5] == '1' and (redis.call('ZCARD', KEYS[3 * n + 1]) > 0
+                       or redis.call('EXISTS', KEYS[3 * n + 2]) == 1) then
   return {tonumber(ARGV[7]), 0}
 end
 local wait = 0

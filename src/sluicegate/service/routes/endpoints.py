@@ -171,7 +171,7 @@ async def _throttling(
     queue = QueueOut(depth=0, maxThroughput=rule.max_throughput)
     if (state := queues.get(key)) is not None:
         queue = QueueOut(depth=state.depth, oldestAgeSeconds=state.oldest_age,
-                         maxThroughput=state.rate)  # fmt: skip
+                         maxThroughput=state.rate or rule.max_throughput)  # fmt: skip
     found = RuleOut(
         kind="throttling", service=Service.ACTION.value, enforced=enforced, uid=record.uid,
         state=record.state.value, url=rule.url_pattern, methods=sorted(rule.methods),
