@@ -285,8 +285,14 @@ async def test_an_invalid_payload_is_shown_at_its_line_and_nothing_changes(cli: 
          "  - {journeyId: j, timeoutSeconds: 4}\n",
          "rules.yaml:3: INVALID_FILE: journey 'j' is already at line 2"),
         ("# nothing\n", "rules.yaml:1: INVALID_FILE: no document"),
+        ("journeys:\n  - journeyId: !custom j\n    timeoutSeconds: 3\n",
+         "rules.yaml:2: INVALID_FILE: not a value YAML can read: could not determine a "
+         "constructor for the tag '!custom'"),
+        ("journeys:\n  - journeyId: 2001-02-30\n    timeoutSeconds: 3\n",
+         "rules.yaml:2: INVALID_FILE: not a value YAML can read: day is out of range"),
     ],
-    ids=["yaml", "unknown-section", "unknown-field", "journey-timeout", "twin-journey", "empty"],
+    ids=["yaml", "unknown-section", "unknown-field", "journey-timeout", "twin-journey", "empty",
+         "unknown-tag", "no-such-date"],
 )  # fmt: skip
 async def test_a_file_that_is_not_valid_is_refused_at_its_line(
     cli: Cli, text: str, expected: str

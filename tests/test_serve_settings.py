@@ -57,7 +57,7 @@ def test_config_show_never_prints_a_secret(tmp_path: Path) -> None:
     key = run("data-key").stdout.strip()
     env = {"SLUICEGATE_DATA_KEY": key, "SLUICEGATE_CALLBACK_SECRET": SECRET,
            "SLUICEGATE_POSTGRES_URL": "postgresql://sg:pg-password@db/sg",
-           "SLUICEGATE_REDIS_URL": "redis://:redis-password@cache:6379/0"}  # fmt: skip
+           "SLUICEGATE_REDIS_URL": "redis://cache:6379/0?password=redis-password"}  # fmt: skip
     for output in ("table", "json", "yaml"):
         done = run("config", "show", "-o", output, env=env)
         assert 0 == done.returncode, done.stderr
@@ -66,6 +66,9 @@ def test_config_show_never_prints_a_secret(tmp_path: Path) -> None:
     found = shown(env=env)
     assert "*** (set)" == found["data_key"]["value"]
     assert "postgresql://sg:***@db/sg" == found["postgres_url"]["value"]
+    assert "redis://cache:6379/0" == found["redis_url"]["value"]
+    dsn = {**env, "SLUICEGATE_POSTGRES_URL": "host=db password=pg-password"}
+    assert "*** (set)" == shown(env=dsn)["postgres_url"]["value"]
 
 
 @pytest.mark.parametrize(
@@ -87,9 +90,15 @@ def test_config_show_never_prints_a_secret(tmp_path: Path) -> None:
         ({"flags": ["--data-key", "not-a-key"]}, "setting data_key (flag --data-key):"),
         ({"env": {"SLUICEGATE_CALLBACK_SECRET_FILE": "/nonexistent/secret"}},
          "setting callback_secret_file: cannot read it: No such file or directory"),
+        ({"env": {"SLUICEGATE_CALLBACK_SECRET_FILE": "/nonexistent/secret",
+                  "SLUICEGATE_CALLBACK_SECRET": SECRET}},
+         "settings callback_secret (env SLUICEGATE_CALLBACK_SECRET) and callback_secret_file: "
+         "give one of them"),
+        ({"file": "port: 2001-02-30\n"}, "not valid YAML: day is out of range for month"),
     ],
     ids=["unknown-key", "bad-yaml", "bad-network", "four-retries", "port", "log-level",
-         "short-secret", "redis-alone", "bad-data-key", "secret-file"],
+         "short-secret", "redis-alone", "bad-data-key", "secret-file", "secret-twice",
+         "no-such-date"],
 )  # fmt: skip
 def test_serve_refuses_a_wrong_setting_and_names_it(
     tmp_path: Path, how: dict[str, object], named: str

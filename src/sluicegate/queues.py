@@ -76,12 +76,18 @@ class ThrottlingQueue:
         return await self.state()
 
     async def purge(self) -> int:
-        """End every call waiting in it, unsent; the number of calls purged."""
-        purged = 0
-        while True:
-            items = await self._store.purge(self.key, PURGE_BATCH)
+        """End every call waiting in it, unsent; the number of calls purged. The first
+        batch is taken at once; then at most the calls waiting after it, so that calls
+        pushed while it purges are spared (a store that could not read a call drops it,
+        and it counts against that number too)."""
+        purged, budget = 0, None
+        while budget is None or budget > 0:
+            asked = PURGE_BATCH if budget is None else min(budget, PURGE_BATCH)
+            items = await self._store.purge(self.key, asked)
             for item in items:
                 self._ended(item)
             purged += len(items)
-            if len(items) < PURGE_BATCH:
-                return purged
+            if not items:
+                break
+            budget = (await self.state()).depth if budget is None else budget - asked
+        return purged

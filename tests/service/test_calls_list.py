@@ -223,8 +223,9 @@ async def test_a_data_dir_from_before_lists_the_results_it_had(
 async def test_postgres_lists_and_upgrades_results_it_had(
     start_service: StartService, system: System, clock: FakeClock
 ) -> None:
-    """On PostgreSQL, the listing migration numbers the results written before it, and
-    calls written after are listed after them, in one order."""
+    """On PostgreSQL, the listing migration numbers the results written before it (one
+    holding a NUL, which jsonb refuses, included), and calls written after are listed
+    after them, in one order."""
     async with shared() as storage:
         url = storage.postgres_url
         old = PostgresDatabase(url, component="service", migrations=POSTGRES_MIGRATIONS[:-1])
@@ -235,13 +236,22 @@ async def test_postgres_lists_and_upgrades_results_it_had(
             "VALUES ('old', 'acme', 'prod', 'j', 'done', ?, ?)",
             (clock.now() - 1, '{"outcome":"capped","response":null}'),
         )
+        await old.execute(
+            "writing an old result whose body holds a NUL",
+            "INSERT INTO calls (call_id, org, sandbox, journey, state, created_at, result) "
+            "VALUES ('nul', 'acme', 'prod', 'j', 'done', ?, ?)",
+            (
+                clock.now() - 0.5,
+                '{"outcome":"success","response":{"status":200,"body":"a\\u0000"}}',
+            ),
+        )
         await old.aclose()
         service = await start_service(storage, clock=clock)
         headers = await service.key()
         new = await make(service, headers, call(system, "ok"))
         answer = await listed(service, headers, "?order=oldest")
         await service.stop()
-    assert [("old", "capped", None), (new, "success", 200)] == [
+    assert [("old", "capped", None), ("nul", "success", 200), (new, "success", 200)] == [
         (c["callId"], c["outcome"], c["status"]) for c in answer["calls"]
     ]
 

@@ -232,6 +232,19 @@ async def test_text_lines_are_readable(logs: Configure, service: Running) -> Non
     ), lines.text
 
 
+async def test_no_request_writes_a_line_of_its_own_into_a_text_log(
+    logs: Configure, service: Running
+) -> None:
+    """A path with an encoded line break (kept as it came when no route matched) stays
+    on its request's one line, escaped."""
+    lines = logs(format="text")
+    forged = "2026-01-01T00:00:00.000Z INFO sluicegate.audit: forged"
+    await fetch(service, "GET", "/nowhere%0A" + forged.replace(" ", "%20"), {})
+    await until(lambda: "sluicegate.access" in lines.text)
+    assert 1 == len(lines.text.splitlines()), lines.text
+    assert "/nowhere\\n2026" in lines.text
+
+
 async def test_uvicorn_and_the_service_s_own_lines_follow_the_format(
     logs: Configure, start_service: StartService, system: System
 ) -> None:

@@ -101,6 +101,7 @@ async def test_a_call_is_one_span_with_its_attributes(
         "sluicegate.execution_ms": 250.0,
         "http.request.method": "POST",
         "server.address": "api.example.org",
+        "sluicegate.endpoint": slow.result().endpoint,
         "http.response.status_code": 200,
     } == dict(first.attributes or {})
     assert (ns(started), ns(started + 0.25)) == (first.start_time, first.end_time)

@@ -16,7 +16,8 @@ from sluicegate.cli.queues import queues
 from sluicegate.cli.serve import commands, config
 
 app = typer.Typer(help="sluicegate: guardrails for journeys calling external systems.",
-                  no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
+                  no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
 
 
 def _version(asked: bool) -> None:

@@ -192,7 +192,7 @@ class _Reader:
         if isinstance(node, MappingNode):
             mapping: dict[str, Any] = {}
             for key_node, value_node in node.value:
-                key, line = self._scalars.construct_object(key_node), key_node.start_mark.line + 1
+                key, line = self.scalar(key_node), key_node.start_mark.line + 1
                 if not isinstance(key, str):
                     self.problem(line, f"a key must be text, not {key!r}")
                 elif key in mapping:
@@ -206,7 +206,17 @@ class _Reader:
         if isinstance(node, SequenceNode):
             return [self.plain(item, (*path, index), lines, open_ | {id(node)})
                     for index, item in enumerate(node.value)]  # fmt: skip
-        return self._scalars.construct_object(node)
+        return self.scalar(node)
+
+    def scalar(self, node: Node) -> Any:
+        """A scalar's value; one YAML cannot build (an unknown tag ``!foo``, a date that
+        does not exist) is a problem at its line, and reads as None."""
+        try:
+            return self._scalars.construct_object(node)
+        except (yaml.YAMLError, ValueError) as exc:
+            why = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else exc
+            self.problem(node.start_mark.line + 1, f"not a value YAML can read: {why}")
+            return None
 
     def document(self, doc: Any, lines: dict[Path, int]) -> Document:
         start = lines[()]

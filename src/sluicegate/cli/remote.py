@@ -3,7 +3,8 @@
 Every such command takes ``--url`` (``SLUICEGATE_URL``), ``--key`` (``SLUICEGATE_KEY``),
 ``--org`` (``SLUICEGATE_ORG``) and ``--sandbox`` (``SLUICEGATE_SANDBOX``, ``prod``). An
 error answer of the service is printed with its code and message and exits 1; a service
-that cannot be reached exits 3; a key or URL not given exits 2.
+that cannot be reached (or answers what is not JSON) exits 3; a key or org not given, or
+a URL, key, org or sandbox that cannot be sent, exits 2.
 """
 
 from __future__ import annotations
@@ -60,6 +61,15 @@ class Remote:
             fail("give an API key with --key or SLUICEGATE_KEY")
         if not org:
             fail("give the org with --org or SLUICEGATE_ORG")
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            fail(f"--url {url!r}: {exc}")
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            fail(f"--url {url!r}: give the service's http:// or https:// URL")
+        for option, value in (("--key", key), ("--org", org), ("--sandbox", sandbox)):
+            if not (value.isascii() and value.isprintable()):
+                fail(f"{option}: only printable ASCII can be sent in a header")
         return cls(url=url.rstrip("/"), key=key, org=org, sandbox=sandbox)
 
     def client(self) -> httpx.Client:
@@ -79,7 +89,10 @@ class Remote:
         except httpx.HTTPError as exc:
             fail(f"cannot reach the service at {self.url}: {exc}", 3)
         if response.is_success:
-            return response.json() if response.content else None
+            try:
+                return response.json() if response.content else None
+            except ValueError:
+                fail(f"{method} {path}: {self.url} answered what is not JSON: is it sluicegate?", 3)
         try:
             problem = response.json()
             detail = f"{problem['code']}: {problem['message']}"

@@ -19,32 +19,6 @@ commands = typer.Typer()
 config = typer.Typer(help="The service's settings.", no_args_is_help=True)
 Output = Annotated[str, typer.Option("--output", "-o", help="table, json or yaml.")]
 
-DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the service keeps its data.")]
-RedisUrl = Annotated[
-    str | None,
-    typer.Option("--redis", envvar="SLUICEGATE_REDIS_URL",
-                 help="Redis shared by several instances (slots, queues), e.g. redis://host:6379/0."),
-]  # fmt: skip
-PostgresUrl = Annotated[
-    str | None,
-    typer.Option("--postgres", envvar="SLUICEGATE_POSTGRES_URL",
-                 help="PostgreSQL shared by several instances (configs, keys, results, reports)."),
-]  # fmt: skip
-
-
-def _storage(data_dir: Path, redis: str | None, postgres: str | None, *, need_redis: bool = True,
-             prefix: str = "sg") -> Path | Shared:  # fmt: skip
-    """The data directory, or the shared stores when their URLs are given."""
-    from sluicegate.wiring import Shared
-
-    if redis is None and postgres is None:
-        return data_dir
-    if postgres is None or (need_redis and redis is None):
-        typer.echo("error: shared storage needs both --redis and --postgres "
-                   "(or SLUICEGATE_REDIS_URL and SLUICEGATE_POSTGRES_URL)", err=True)  # fmt: skip
-        raise typer.Exit(2)
-    return Shared(redis_url=redis or "", postgres_url=postgres, prefix=prefix)
-
 
 @commands.command()
 def demo() -> None:
@@ -94,7 +68,7 @@ def _chosen(given: dict[str, object]) -> dict[str, Chosen]:
         raise typer.Exit(2) from None
 
 
-@commands.command(context_settings={"help_option_names": ["-h", "--help"]})
+@commands.command()
 @_with_setting_flags
 def serve(**given: object) -> None:
     """Run the HTTP service: the Adobe-compatible configuration API, calls and reports.

@@ -31,6 +31,7 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from urllib.parse import urlsplit, urlunsplit
 
 from sluicegate.clock import Clock
 from sluicegate.egress import EgressPolicy
@@ -130,6 +131,7 @@ class Callbacks:
 
     async def _attempts(self, call_id: str, url: str, body: bytes) -> str:
         """``delivered``, ``refused`` or ``failed``: how the callback ended."""
+        shown = _logged(url)
         for attempt in range(ATTEMPTS):
             try:
                 async with self._slots:
@@ -137,7 +139,7 @@ class Callbacks:
                     async with self._clock.deadline(self._clock.now() + ATTEMPT_TIMEOUT):
                         response = await self._transport.send(request, Unwatched())
             except EgressBlocked as exc:
-                log.warning("callback of call %s to %s refused: %s", call_id, url, exc)
+                log.warning("callback of call %s to %s refused: %s", call_id, shown, exc)
                 return "refused"
             except TimeoutError:
                 reason = f"no answer within {ATTEMPT_TIMEOUT:g} s"
@@ -151,7 +153,7 @@ class Callbacks:
                 reason = f"HTTP {response.status}"
             if attempt + 1 == ATTEMPTS:
                 log.warning("callback of call %s to %s failed %d times, the last: %s",
-                            call_id, url, ATTEMPTS, reason)  # fmt: skip
+                            call_id, shown, ATTEMPTS, reason)  # fmt: skip
                 return "failed"
             await self._clock.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
         return "failed"  # unreachable: the last attempt always returns above
@@ -162,3 +164,12 @@ class Callbacks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._transport.aclose()
+
+
+def _logged(url: str) -> str:
+    """``url`` as a log line may show it: without a password or a query (webhook URLs
+    often carry a token there)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{host}{port}", parts.path, "", ""))

@@ -153,7 +153,14 @@ def interrupted(call_id: str) -> CallResult:
 
 _LINE = "service, method, url, host"
 _ENDED = "seq, ended_at, outcome, status, endpoint, request"
-_ENDED_SET = ", ".join(f"{c} = excluded.{c}" for c in _ENDED.split(", "))
+# A call that ends again (a queued call delivered once more after a crash) keeps its place
+# in the listings: a pager would otherwise skip it, and a tail show it twice.
+_ENDED_SET = ", ".join(
+    f"{c} = excluded.{c}"
+    if c != "seq"
+    else "seq = CASE WHEN calls.state = 'done' THEN calls.seq ELSE excluded.seq END"
+    for c in _ENDED.split(", ")
+)
 _LINE_KEPT = ", ".join(f"{c} = coalesce(calls.{c}, excluded.{c})" for c in _LINE.split(", "))
 _INSERT = (
     "INSERT INTO calls (call_id, org, sandbox, journey, state, callback_url, "
@@ -233,18 +240,19 @@ def write_batch(batch: Batch, prune: float | None, conn: Connection) -> dict[str
         else:
             whole.append((a, f))
     with conn:
-        seq = _numbers(conn, batch.finished) if batch.finished else {}
         conn.executemany(_INSERT, [
             (a.call_id, a.org, a.sandbox, a.journey, QUEUED if a.queued else ACCEPTED,
              a.callback_url, a.idempotency_key, a.created_at, a.replay_of, *_line(a.line))
             for a in accepted])  # fmt: skip
+        conn.executemany("UPDATE calls SET state = 'queued' WHERE call_id = ? "
+                         "AND state = 'accepted'", [(i,) for i in batch.queued])  # fmt: skip
+        # Numbered last: in PostgreSQL the counter's row stays locked until the commit.
+        seq = _numbers(conn, batch.finished) if batch.finished else {}
         conn.executemany(_WHOLE, [
             (a.call_id, a.org, a.sandbox, a.journey, a.callback_url, a.idempotency_key,
              a.created_at, f.json(), int(a.callback_url is not None), a.replay_of,
              *_line(a.line), *_ended(f, seq[id(f)]))
             for a, f in whole])  # fmt: skip
-        conn.executemany("UPDATE calls SET state = 'queued' WHERE call_id = ? "
-                         "AND state = 'accepted'", [(i,) for i in batch.queued])  # fmt: skip
         conn.executemany(_DONE, [(f.call_id, f.org, f.sandbox, f.journey, f.at, f.json(),
                                   *_line(f.line), *_ended(f, seq[id(f)]))
                                  for f in ended.values()])  # fmt: skip
@@ -260,7 +268,8 @@ def write_batch(batch: Batch, prune: float | None, conn: Connection) -> dict[str
                          [(call_id,) for call_id in batch.settled])  # fmt: skip
         conn.executemany("DELETE FROM calls WHERE call_id = ? AND state != 'done'",
                          [(call_id,) for call_id in withdrawn])  # fmt: skip
-        if prune is not None:
+    if prune is not None:  # apart: a large delete must not hold the counters' locks
+        with conn:
             conn.execute("DELETE FROM calls WHERE state = 'done' AND callback_due = 0 "
                          "AND created_at < ?", (prune,))  # fmt: skip
     return found

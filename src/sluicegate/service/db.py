@@ -71,10 +71,14 @@ CALL_SEQUENCES = """
 CREATE TABLE IF NOT EXISTS call_sequences (org TEXT NOT NULL, sandbox TEXT NOT NULL,
     last BIGINT NOT NULL, PRIMARY KEY (org, sandbox));
 """
+#: Partial: a call is listed once it ended, so rows of calls still running or queued (and
+#: the writes that make and end them) cost these indexes nothing.
 CALL_INDEXES = """
-CREATE INDEX IF NOT EXISTS calls_listed ON calls (org, sandbox, seq);
-CREATE INDEX IF NOT EXISTS calls_listed_by_journey ON calls (org, sandbox, journey, seq);
-CREATE INDEX IF NOT EXISTS calls_listed_by_outcome ON calls (org, sandbox, outcome, seq);
+CREATE INDEX IF NOT EXISTS calls_listed ON calls (org, sandbox, seq) WHERE seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS calls_listed_by_journey ON calls (org, sandbox, journey, seq)
+    WHERE seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS calls_listed_by_outcome ON calls (org, sandbox, outcome, seq)
+    WHERE seq IS NOT NULL;
 """
 #: Results written before schema 4 get a number in the order their calls were accepted,
 #: their outcome and status from their result view, and their end time: when accepted.
@@ -89,8 +93,10 @@ INSERT INTO call_sequences (org, sandbox, last)
 """
 SQLITE_VIEW = {"outcome": "json_extract(result, '$.outcome')",
                "status": "json_extract(result, '$.response.status')"}  # fmt: skip
-POSTGRES_VIEW = {"outcome": "(result::jsonb) ->> 'outcome'",
-                 "status": "((result::jsonb) -> 'response' ->> 'status')::integer"}  # fmt: skip
+# jsonb refuses the escape of NUL, which a result may hold (a response body with one).
+_JSONB = r"(replace(result, '\u0000', '')::jsonb)"
+POSTGRES_VIEW = {"outcome": f"{_JSONB} ->> 'outcome'",
+                 "status": f"({_JSONB} -> 'response' ->> 'status')::integer"}  # fmt: skip
 
 #: The same tables in PostgreSQL, for instances that share them: one migration per
 #: version, in order (a new version appends a step; a step is never edited).

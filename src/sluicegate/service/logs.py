@@ -109,10 +109,15 @@ class JsonLines(logging.Formatter):
 
 
 class TextLines(logging.Formatter):
-    """``<time> <LEVEL> <logger>: <message> key=value ...``, a traceback below."""
+    """``<time> <LEVEL> <logger>: <message> key=value ...``, a traceback below. A message
+    with a line break or another control character (a path a client sent, say) is
+    escaped, so that no one can write a line of their own into the log."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = f"{_iso(record.created)} {record.levelname} {record.name}: {record.getMessage()}"
+        message = record.getMessage()
+        if not message.isprintable():
+            message = json.dumps(message, ensure_ascii=False)[1:-1]
+        text = f"{_iso(record.created)} {record.levelname} {record.name}: {message}"
         for key, value in _fields(record).items():
             shown = str(value)
             if not shown or not shown.isprintable() or " " in shown or '"' in shown:

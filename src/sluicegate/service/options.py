@@ -13,7 +13,6 @@ with their sources, which ``sluicegate config show`` prints.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import yaml
 
 from sluicegate.errors import InvalidInput
 from sluicegate.service import setting_values as read
+from sluicegate.service.tracing import available as tracing_available
 from sluicegate.settings import DefaultCap, Settings
 
 ENV_PREFIX = "SLUICEGATE_"
@@ -173,17 +173,21 @@ class ServiceOptions:
 
 def _read_file(path: Path) -> dict[str, Chosen]:
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BadSetting(f"--config: cannot read {path}: {exc.strerror}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise BadSetting(f"--config: cannot read {path}: {reason}") from None
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 1
         raise BadSetting(f"{path}:{line}: not valid YAML: {exc.problem}") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date like 2001-02-30
         raise BadSetting(f"{path}: not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
@@ -226,27 +230,28 @@ def load(
     return chosen
 
 
+def _or_file(chosen: Mapping[str, Chosen], name: str, parse: Callable[[object], Any]) -> Any:
+    """The value of the secret setting ``name``, or of the file ``name_file`` names; never
+    both, since neither could then be said to win."""
+    given, path = chosen[name], chosen[f"{name}_file"].value
+    if path is None:
+        return given.value
+    if given.source != "default":
+        raise BadSetting(f"settings {name} ({given.source}) and {name}_file: give one of them")
+    try:
+        return parse(path.read_text(encoding="utf-8").strip())
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise BadSetting(f"setting {name}_file: cannot read it: {reason}") from None
+    except ValueError as exc:
+        raise BadSetting(f"setting {name}_file: {exc}") from None
+
+
 def options(chosen: Mapping[str, Chosen]) -> ServiceOptions:
     """The service's options from :func:`load`'s answer, checked together."""
     value = {name: found.value for name, found in chosen.items()}
-    keys = value["data_key"]
-    if (key_file := value["data_key_file"]) is not None:
-        try:
-            keys = read.data_keys(key_file.read_text().strip())
-        except OSError as exc:
-            raise BadSetting(f"setting data_key_file: cannot read it: {exc.strerror}") from None
-        except ValueError as exc:
-            raise BadSetting(f"setting data_key_file: {exc}") from None
-    secret = value["callback_secret"]
-    if (secret_file := value["callback_secret_file"]) is not None:
-        try:
-            secret = read.secret(secret_file.read_text().strip())
-        except OSError as exc:
-            raise BadSetting(
-                f"setting callback_secret_file: cannot read it: {exc.strerror}"
-            ) from None
-        except ValueError as exc:
-            raise BadSetting(f"setting callback_secret_file: {exc}") from None
+    keys = _or_file(chosen, "data_key", read.data_keys)
+    secret = _or_file(chosen, "callback_secret", read.secret)
     if (value["redis_url"] is None) != (value["postgres_url"] is None):
         raise BadSetting("settings redis_url and postgres_url: shared storage needs both")
     networks = value["allowed_networks"]
@@ -274,7 +279,7 @@ def options(chosen: Mapping[str, Chosen]) -> ServiceOptions:
         )  # fmt: skip
     except InvalidInput as exc:
         raise BadSetting(f"settings: {exc.message}") from None
-    if value["otel"] and importlib.util.find_spec("opentelemetry.sdk") is None:
+    if value["otel"] and not tracing_available():
         raise BadSetting(f"setting otel ({chosen['otel'].source}): needs the otel extra: "
                          "pip install 'sluicegate[otel]'")  # fmt: skip
     data_dir = value["data_dir"]
@@ -292,15 +297,18 @@ def options(chosen: Mapping[str, Chosen]) -> ServiceOptions:
 
 
 def shown(setting: Setting, value: Any) -> Any:
-    """``value`` as ``config show`` prints it: secrets hidden, URLs without passwords."""
+    """``value`` as ``config show`` prints it: secrets hidden, and a database's URL as its
+    scheme, user, host and path only (a password may sit in its user part, or in its
+    query; a ``key=value`` connection string is hidden whole)."""
     if value is None or value == ():
         return value
     if setting.name in ("redis_url", "postgres_url"):
         parts = urlsplit(value)
-        if parts.password is not None:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-            return urlunsplit(parts._replace(netloc=netloc))
-        return value
+        if not parts.scheme or not parts.hostname:
+            return "*** (set)"
+        user = f"{parts.username}:***@" if parts.password else ""
+        port = f":{parts.port}" if parts.port else ""
+        return urlunsplit((parts.scheme, f"{user}{parts.hostname}{port}", parts.path, "", ""))
     if setting.secret:
         return "*** (set)"
     if isinstance(value, Path):

@@ -85,7 +85,9 @@ def listen(host: str, port: int) -> socket.socket:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        # create_server's own text says which address twice; a resolver error has its own
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else None
+        reason = reason or (os.strerror(exc.errno) if exc.errno else str(exc))
         raise CannotListen(f"cannot listen on {host}:{port}: {reason}") from None
 
 

@@ -14,6 +14,7 @@ bound, and one revoked by this process at once. Expiry is judged on every reques
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -33,6 +34,10 @@ SANDBOX_TYPES = frozenset({PRODUCTION, DEVELOPMENT})
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 #: How long what was read of a key is trusted before it is read again (seconds).
 KEY_CACHE_SECONDS = 1.0
+#: How long a key read before is still trusted while the database cannot be read: calls
+#: go on through a short outage, but a key revoked meanwhile elsewhere (another instance,
+#: the CLI) is not honoured for longer than this (seconds).
+KEY_TRUST_SECONDS = 30.0
 #: Expiry times are before this (seconds since the epoch: past the year 5000).
 LATEST = 1e11
 _COLUMNS = "key_id, org, role, name, created_at, expires_at, revoked_at"
@@ -110,7 +115,8 @@ class Sandbox:
 class _Known:
     key: ApiKey
     principal: Principal
-    read_at: float
+    read_at: float  # when it was last asked for (read, or tried to)
+    confirmed_at: float  # when the database last said so
 
 
 def _digest(token: str) -> str:
@@ -135,6 +141,7 @@ class Tenants:
         self._db = db
         self._clock = clock
         self._known: dict[str, _Known] = {}  # by token digest
+        self._reading: dict[str, asyncio.Future[_Known | None]] = {}  # by token digest
         self._revocations = 0  # a read that began before a revocation is not kept
         # Sandboxes are never edited or removed, so what was found stays true.
         self._sandboxes: dict[tuple[str, str], Sandbox] = {}
@@ -216,7 +223,14 @@ class Tenants:
         now = self._clock.now()
         known = self._known.get(digest)
         if known is None or now - known.read_at >= KEY_CACHE_SECONDS:
-            known = await self._read(digest, known, now)
+            # One read for every request of that key meanwhile, not one each.
+            reading = self._reading.get(digest)
+            if reading is None:
+                reading = self._reading[digest] = asyncio.ensure_future(
+                    self._read(digest, known, now)
+                )
+                reading.add_done_callback(lambda _: self._reading.pop(digest, None))
+            known = await asyncio.shield(reading)
             if known is None:
                 return Refusal.UNKNOWN
         refusal = known.key.refusal(now)
@@ -224,8 +238,10 @@ class Tenants:
 
     async def _read(self, digest: str, known: _Known | None, now: float) -> _Known | None:
         """What the database says of the key ``digest`` now. When it cannot be read, a key
-        read before stays as it was (calls go on while the database is away; nothing could
-        revoke it there meanwhile) and is tried again after :data:`KEY_CACHE_SECONDS`."""
+        read before stays as it was for up to :data:`KEY_TRUST_SECONDS` since the database
+        last confirmed it (calls go on through a short outage), tried again every
+        :data:`KEY_CACHE_SECONDS`; after that, and for a key never read, the
+        ``StorageError`` (503) is raised."""
         revocations = self._revocations
         try:
             rows = await self._db.execute(
@@ -233,7 +249,7 @@ class Tenants:
                 (digest,),
             )  # fmt: skip
         except StorageError as exc:
-            if known is None:
+            if known is None or now - known.confirmed_at >= KEY_TRUST_SECONDS:
                 raise
             log.warning("cannot read key %s again; trusting what was read: %s", known.key.id, exc)
             fresh: _Known | None = replace(known, read_at=now)
@@ -242,7 +258,7 @@ class Tenants:
             if rows:
                 key = _key(rows[0])
                 fresh = _Known(key=key, principal=Principal(org=key.org, role=key.role),
-                               read_at=now)  # fmt: skip
+                               read_at=now, confirmed_at=now)  # fmt: skip
         if fresh is None:
             self._known.pop(digest, None)
         elif revocations == self._revocations:

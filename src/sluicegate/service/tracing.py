@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from sluicegate import __version__
 from sluicegate.call import Call
@@ -37,6 +38,16 @@ if TYPE_CHECKING:
 
 SERVICE_NAME = "sluicegate"
 EXTRA = "pip install 'sluicegate[otel]'"
+
+
+def available() -> bool:
+    """Whether the ``otel`` extra (OpenTelemetry's SDK and OTLP exporter) is installed."""
+    try:
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter
+        import opentelemetry.sdk.trace  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def enable(*, clock: Clock) -> CallSpans:
@@ -84,7 +95,8 @@ class CallSpans:
             "sluicegate.queued_ms": result.queued_ms,
             "sluicegate.execution_ms": result.execution_ms,
             "http.request.method": call.method,
-            "server.address": result.endpoint,
+            "server.address": urlsplit(call.url).hostname or "",
+            "sluicegate.endpoint": result.endpoint,
         }
         if result.response is not None:
             attributes["http.response.status_code"] = result.response.status

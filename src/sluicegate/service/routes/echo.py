@@ -81,7 +81,7 @@ def _body(raw: bytes, content_type: str) -> dict[str, Any]:
     if not raw:
         return {"body": None, "bodyEncoding": None}
     if "json" in content_type.lower():
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):
             return {"body": json.loads(raw, parse_constant=_not_json), "bodyEncoding": "json"}
     try:
         return {"body": raw.decode(), "bodyEncoding": "text"}
