@@ -8,6 +8,8 @@ service runs; WAL lets both processes write it.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from sluicegate.backends.database import Database, SqlDatabase
@@ -127,39 +129,47 @@ def existing(data_dir: Path, *, create: bool) -> Path:
     raise InvalidInput("DATA_DIR_NOT_FOUND", message)
 
 
-def _upgrade_keys(conn: sqlite3.Connection) -> None:
-    """Bring ``api_keys`` of a file made before schema 3 up to it, in one transaction
-    (SQLite has no ``ADD COLUMN IF NOT EXISTS``: the columns present are read first)."""
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, taken at once: all of it or nothing."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        present = {row[1] for row in conn.execute("PRAGMA table_info(api_keys)")}
-        for name, kind in KEY_COLUMNS:
-            if name not in present:
-                conn.execute(f"ALTER TABLE api_keys ADD COLUMN {name} {kind}")
-        for statement in filter(str.strip, KEY_IDS.split(";")):
-            conn.execute(statement)
+        yield
     except BaseException:
         conn.rollback()
         raise
     conn.commit()
+
+
+def _add_columns(conn: sqlite3.Connection, table: str, columns: Sequence[tuple[str, str]]) -> bool:
+    """Add the ``columns`` that ``table`` lacks (SQLite has no ``ADD COLUMN IF NOT
+    EXISTS``: the columns present are read first); whether any were."""
+    present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    missing = [(name, kind) for name, kind in columns if name not in present]
+    for name, kind in missing:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    return bool(missing)
+
+
+def _run(conn: sqlite3.Connection, script: str) -> None:
+    for statement in filter(str.strip, script.split(";")):
+        conn.execute(statement)
+
+
+def _upgrade_keys(conn: sqlite3.Connection) -> None:
+    """Bring ``api_keys`` of a file made before schema 3 up to it, in one transaction."""
+    with _immediate(conn):
+        _add_columns(conn, "api_keys", KEY_COLUMNS)
+        _run(conn, KEY_IDS)
 
 
 def upgrade_calls(conn: sqlite3.Connection) -> None:
     """Bring ``calls`` of a file made before schema 4 up to it, in one transaction: its
     columns, its results numbered (once, when the columns are added), its indexes."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        present = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
-        missing = [(name, kind) for name, kind in CALL_COLUMNS if name not in present]
-        for name, kind in missing:
-            conn.execute(f"ALTER TABLE calls ADD COLUMN {name} {kind}")
-        script = CALL_SEQUENCES + (CALL_NUMBERS.format_map(SQLITE_VIEW) if missing else "")
-        for statement in filter(str.strip, (script + CALL_INDEXES).split(";")):
-            conn.execute(statement)
-    except BaseException:
-        conn.rollback()
-        raise
-    conn.commit()
+    with _immediate(conn):
+        numbering = CALL_NUMBERS.format_map(SQLITE_VIEW)
+        added = _add_columns(conn, "calls", CALL_COLUMNS)
+        _run(conn, CALL_SEQUENCES + (numbering if added else "") + CALL_INDEXES)
 
 
 async def open_db(where: str | Path | Shared) -> SqlDatabase:

@@ -69,7 +69,7 @@ class FastPath:
                 raise
             await send_json(send, found[0], render(found[1]))
             return
-        await _send(send, reply)
+        await send_json(send, reply.status, reply.text.encode(), extra=reply.headers())
 
 
 class _Refused(Exception):
@@ -111,16 +111,6 @@ def _route(scope: Scope) -> Route | None:
 
         return get
     return None
-
-
-async def _send(send: Send, reply: callflow.Answer) -> None:
-    """Send ``reply`` (JSON), with the headers of a call not ended (``Location``...)."""
-    body = reply.text.encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]  # fmt: skip
-    headers += [(name.lower().encode(), value.encode()) for name, value in reply.headers().items()]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _bearer(value: bytes | None) -> str | None:

@@ -16,6 +16,7 @@ page is never sent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -113,12 +114,15 @@ class Limits:
             raise
 
 
-async def send_json(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
-    """Answer ``body`` (JSON) with ``status``; ``close`` the connection after it when the
-    request may be left unread."""
+async def send_json(send: Send, status: int, body: bytes, *, close: bool = False,
+                    extra: Mapping[str, str] | None = None) -> None:  # fmt: skip
+    """Answer ``body`` (JSON) with ``status``, the advice headers of that status
+    (``Retry-After``) or the ``extra`` headers given instead; ``close`` the connection
+    after it when the request may be left unread."""
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]  # fmt: skip
-    headers += [(name.lower().encode(), value.encode()) for name, value in advice(status).items()]
+    given = advice(status) if extra is None else extra
+    headers += [(name.lower().encode(), value.encode()) for name, value in given.items()]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
