@@ -201,3 +201,19 @@ async def test_keys_through_a_running_service(tmp_path: Path) -> None:
     assert [0, 1, 1, 3] == [revoked[0], unknown[0], with_revoked[0], gone[0]]
     assert "answered 404: KEY_NOT_FOUND" in unknown[2]
     assert "answered 401: KEY_REVOKED" in with_revoked[2]
+
+
+def test_keys_act_on_the_data_dir_of_the_services_settings_file(tmp_path: Path) -> None:
+    """With SLUICEGATE_CONFIG set and no place given, `keys` acts on the data dir that
+    file gives `serve`, not on ./.sluicegate; a place given still wins."""
+    made_key = made(tmp_path / "data", "--org", "acme", "--role", "viewer")
+    file = tmp_path / "sluicegate.yaml"
+    file.write_text(f"data_dir: {tmp_path / 'data'}\n")
+    env = {"SLUICEGATE_CONFIG": str(file)}
+    assert [made_key["keyId"]] == [k["keyId"] for k in listed(env=env)]
+    other = made(tmp_path / "other", "--org", "acme", "--role", "viewer")
+    given = listed("--data-dir", str(tmp_path / "other"), env=env)
+    assert [other["keyId"]] == [k["keyId"] for k in given]
+    file.write_text("data_dri: x\n")
+    done = run("keys", "list", env=env)
+    assert (2, True) == (done.returncode, "unknown setting 'data_dri'" in done.stderr)

@@ -17,6 +17,7 @@ be reached.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -25,6 +26,7 @@ from urllib.parse import quote
 import typer
 
 from sluicegate.cli.remote import Key, Org, Remote, dump, fail
+from sluicegate.service.options import CONFIG_ENV
 
 if TYPE_CHECKING:
     from sluicegate.wiring import Shared
@@ -76,11 +78,24 @@ def _place(
         fail(f"{flags} name different places: give only one")
     if url is not None and given == ["url"]:
         return Remote.of(url, key, org, "prod")
-    if postgres is not None and given == ["postgres"]:
+    if not given and os.environ.get(CONFIG_ENV):  # the service's settings file says where
+        postgres, data_dir = _from_settings_file(Path(os.environ[CONFIG_ENV]))
+    if postgres is not None and (given == ["postgres"] or not given):
         from sluicegate.wiring import Shared
 
         return Shared(redis_url="", postgres_url=postgres)
     return data_dir or DEFAULT_DATA_DIR
+
+
+def _from_settings_file(file: Path) -> tuple[str | None, Path]:
+    """The shared database and the data dir that the settings file ``file`` gives."""
+    from sluicegate.service.options import BadSetting, load
+
+    try:
+        chosen = load(file=file, environ={}, flags={})
+    except BadSetting as exc:
+        fail(str(exc))
+    return chosen["postgres_url"].value, chosen["data_dir"].value
 
 
 def _source(ctx: typer.Context, name: str) -> str | None:
