@@ -24,7 +24,18 @@ from urllib.parse import quote
 import httpx
 import typer
 
-from sluicegate.cli.remote import DEFAULT_URL, Key, Org, Remote, SandboxName, Url, dump, fail
+from sluicegate.cli.remote import (
+    DEFAULT_URL,
+    Key,
+    Org,
+    Remote,
+    SandboxName,
+    Url,
+    aligned,
+    checked,
+    dump,
+    fail,
+)
 
 calls = typer.Typer(help="Calls: list them, read one, follow new outcomes, replay one.",
                     no_args_is_help=True)  # fmt: skip
@@ -91,16 +102,7 @@ def line(call: dict[str, Any]) -> str:
 
 def table(found: list[dict[str, Any]]) -> list[str]:
     """Ended calls under :data:`HEADINGS`, in aligned columns."""
-    rows = [HEADINGS, *map(fields, found)]
-    widths = [max(len(row[n]) for row in rows) for n in range(len(HEADINGS) - 1)]
-    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
-            for row in rows]  # fmt: skip
-
-
-def _output(output: str, allowed: tuple[str, ...]) -> str:
-    if output not in allowed:
-        fail(f"--output must be {', '.join(allowed[:-1])} or {allowed[-1]}, not {output!r}")
-    return output
+    return aligned([HEADINGS, *map(fields, found)])
 
 
 @calls.command("list")
@@ -121,7 +123,7 @@ def list_calls(
     sandbox: SandboxName = "prod",
 ) -> None:
     """List ended calls, newest first. A table ends with the command for the next page."""
-    _output(output, ("table", "json", "yaml"))
+    checked(output, ("table", "json", "yaml"))
     remote = Remote.of(url, key, org, sandbox)
     params = _filters(journey, outcome, endpoint, host, since, until) | {
         "order": order, "limit": str(limit)}  # fmt: skip
@@ -148,7 +150,7 @@ def get_call(
     sandbox: SandboxName = "prod",
 ) -> None:
     """Print a call's result view, or its state while it has not ended."""
-    _output(output, ("json", "yaml"))
+    checked(output, ("json", "yaml"))
     remote = Remote.of(url, key, org, sandbox)
     typer.echo(dump(remote.request("GET", f"/v1/calls/{quote(call_id, safe='')}"), output))
 
@@ -170,7 +172,7 @@ def replay_call(
 ) -> None:
     """Make a new call with the request of a call that did not succeed; print the new
     call's result view, or its id and state when it has not ended."""
-    _output(output, ("json", "yaml"))
+    checked(output, ("json", "yaml"))
     if not 0 <= wait <= 60:
         fail(f"--wait must be between 0 and 60 seconds, not {wait:g}")
     remote = replace(Remote.of(url, key, org, sandbox), timeout=wait + 30)
@@ -196,7 +198,7 @@ def tail_calls(
     sandbox: SandboxName = "prod",
 ) -> None:
     """Print each call as it ends, one line each, until stopped (Ctrl-C, SIGTERM)."""
-    _output(output, ("text", "json"))
+    checked(output, ("text", "json"))
     if not 0 <= last <= 1000:
         fail(f"--last must be between 0 and 1000, not {last}")
     if not 0.05 <= interval <= 3600:

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import typer
 
-from sluicegate.cli.remote import Key, Org, Remote, dump, fail
+from sluicegate.cli.remote import Key, Org, Remote, checked, dump, fail
 from sluicegate.service.options import CONFIG_ENV
 
 if TYPE_CHECKING:
@@ -117,13 +117,6 @@ def _run(work: Coroutine[Any, Any, _T]) -> _T:
         fail(str(exc), 3)
 
 
-def _checked(output: str, plain: str) -> str:
-    """``output`` if it is ``plain`` (the command's own text), json or yaml; else exit 2."""
-    if output not in (plain, "json", "yaml"):
-        fail(f"--output must be {plain}, json or yaml, not {output!r}")
-    return output
-
-
 def _existing(path: Path, *, create: bool = False, data: bool = True) -> Path:
     """``path``, a data dir that exists (unless ``create``), holding a service database
     if ``data``: else exit 2."""
@@ -164,7 +157,7 @@ def create_key(
     from sluicegate.errors import InvalidInput
     from sluicegate.service import keys as service
 
-    _checked(output, "text")
+    checked(output, ("text", "json", "yaml"))
     if not org:
         fail("give the org with --org or SLUICEGATE_ORG")
     try:
@@ -206,7 +199,7 @@ def list_keys(
     revoked and expired ones too. Never a token."""
     from sluicegate.service import keys as service
 
-    _checked(output, "table")
+    checked(output, ("table", "json", "yaml"))
     place = _place(ctx, url, key, org, data_dir, postgres)
     if isinstance(place, Remote):
         found: list[dict[str, Any]] = place.request("GET", "/v1/keys")["results"]

@@ -15,7 +15,18 @@ from urllib.parse import quote
 
 import typer
 
-from sluicegate.cli.remote import DEFAULT_URL, Key, Org, Remote, SandboxName, Url, dump, fail
+from sluicegate.cli.remote import (
+    DEFAULT_URL,
+    Key,
+    Org,
+    Remote,
+    SandboxName,
+    Url,
+    aligned,
+    checked,
+    dump,
+    fail,
+)
 
 queues = typer.Typer(help="Throttling queues: list, pause, resume, purge.", no_args_is_help=True)
 
@@ -26,24 +37,15 @@ Output = Annotated[str, typer.Option("--output", "-o", help="text, json or yaml.
 HEADINGS = ("ID", "PAUSED", "DEPTH", "OLDEST", "RATE/S")
 
 
-def _output(output: str, allowed: tuple[str, ...]) -> str:
-    if output not in allowed:
-        fail(f"--output must be {', '.join(allowed[:-1])} or {allowed[-1]}, not {output!r}")
-    return output
-
-
 def _age(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f}s"
 
 
 def table(found: list[dict[str, Any]]) -> list[str]:
     """Queues under :data:`HEADINGS`, in aligned columns."""
-    rows = [HEADINGS, *((q["id"], "yes" if q["paused"] else "no", str(q["depth"]),
-                         _age(q.get("oldestAgeSeconds")), str(q["maxThroughput"]))
-                        for q in found)]  # fmt: skip
-    widths = [max(len(row[n]) for row in rows) for n in range(len(HEADINGS))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in rows]  # fmt: skip
+    return aligned([HEADINGS, *((q["id"], "yes" if q["paused"] else "no", str(q["depth"]),
+                                 _age(q.get("oldestAgeSeconds")), str(q["maxThroughput"]))
+                                for q in found)])  # fmt: skip
 
 
 def _agreed(question: str) -> bool:
@@ -70,7 +72,7 @@ def list_queues(
 ) -> None:
     """List the org's throttling queues: paused or not, calls waiting, the oldest one's
     age, the rate they drain at."""
-    _output(output, ("table", "json", "yaml"))
+    checked(output, ("table", "json", "yaml"))
     found = Remote.of(url, key, org, sandbox).request("GET", "/v1/queues")["results"]
     typer.echo(dump(found, output) if output != "table" else "\n".join(table(found)))
 
@@ -92,7 +94,7 @@ def pause(
     sandbox: SandboxName = "prod",
 ) -> None:
     """Pause a queue: every instance stops sending its calls; new calls still queue."""
-    _output(output, ("text", "json", "yaml"))
+    checked(output, ("text", "json", "yaml"))
     answer = _step("pause", queue_id, output, Remote.of(url, key, org, sandbox))
     if output == "text":
         typer.echo(_describe(answer))
@@ -108,7 +110,7 @@ def resume(
     sandbox: SandboxName = "prod",
 ) -> None:
     """Resume a paused queue: its calls go again at its rate, oldest first."""
-    _output(output, ("text", "json", "yaml"))
+    checked(output, ("text", "json", "yaml"))
     answer = _step("resume", queue_id, output, Remote.of(url, key, org, sandbox))
     if output == "text":
         typer.echo(_describe(answer))
@@ -126,7 +128,7 @@ def purge(
 ) -> None:
     """End every call waiting in a queue, unsent (outcome expired, "purged by an
     operator"). Calls already sent are not affected. Asks first unless --yes."""
-    _output(output, ("text", "json", "yaml"))
+    checked(output, ("text", "json", "yaml"))
     remote = Remote.of(url, key, org, sandbox)
     if not yes:
         found = remote.request("GET", "/v1/queues")["results"]

@@ -10,6 +10,7 @@ a URL, key, org or sandbox that cannot be sent, exits 2.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
 
@@ -108,3 +109,17 @@ def dump(value: Any, output: str) -> str:
     import yaml
 
     return yaml.safe_dump(value, sort_keys=False, allow_unicode=True).rstrip("\n")
+
+
+def checked(output: str, allowed: Sequence[str]) -> str:
+    """``output`` if it is one of ``allowed``; else exit 2, naming them."""
+    if output not in allowed:
+        fail(f"--output must be {', '.join(allowed[:-1])} or {allowed[-1]}, not {output!r}")
+    return output
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """``rows`` (the headings first) as lines of columns two spaces apart."""
+    widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]  # fmt: skip
