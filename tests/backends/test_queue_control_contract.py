@@ -219,3 +219,25 @@ async def test_a_paused_queue_is_seen_by_the_claims_of_another_instance(
         finally:
             await one.aclose()
             await other.aclose()
+
+
+async def test_a_purge_takes_the_calls_of_a_claimer_that_died(queued: MakeQueued) -> None:
+    """On a shared store, a call claimed by an instance whose lease then ended (it died)
+    is waiting again, so a purge takes it too, in its place at the head; a call claimed
+    under a live lease stays claimed."""
+    import redis.asyncio
+
+    async with shared() as where:
+        one = await open_backend(where)
+        client = redis.asyncio.Redis.from_url(where.redis_url)
+        try:
+            for n in range(4):
+                await one.queue.push(queued(n))
+            assert ["call-0", "call-1"] == await ids(one, count=2)
+            claimed = f"{where.prefix}:{{q}}:claimed"
+            await client.zadd(claimed, {"call-0": 0})  # its claimer died long ago
+            assert ["call-0", "call-2", "call-3"] == await purged(one)
+            assert "claimed" == await one.queue.find("call-1")
+        finally:
+            await client.aclose()
+            await one.aclose()

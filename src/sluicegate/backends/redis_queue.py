@@ -160,8 +160,8 @@ class RedisQueueStore:
         """One script takes the calls out (so no other instance claims them); a call that
         then cannot be read back (sealed with a key this instance lacks) is logged and left
         out of the answer: it is purged all the same."""
-        _, waiting, _, data, meta = self._keys.queue(queue)
-        request = self._scripts["purge"](keys=[waiting, data, meta], args=[count],
+        _, waiting, claimed, data, meta = self._keys.queue(queue)
+        request = self._scripts["purge"](keys=[waiting, claimed, data, meta], args=[count],
                                          client=self._client)  # fmt: skip
         found = await ask("purging calls", request)
         self._depth[queue] = int(found[0])
