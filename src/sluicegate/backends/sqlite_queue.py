@@ -13,6 +13,7 @@ import asyncio
 import bisect
 import itertools
 import json
+import logging
 import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
@@ -37,6 +38,9 @@ _SEALED_ENDS = ("SELECT call_id, body FROM queued_calls WHERE seq IN ("
                 "(SELECT min(seq) FROM queued_calls WHERE headers = ''), "
                 "(SELECT max(seq) FROM queued_calls WHERE headers = ''))")  # fmt: skip
 _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+log = logging.getLogger(__name__)
 
 
 def _to_row(item: QueuedCall, sealer: Sealer | None) -> tuple[Any, ...]:
@@ -100,10 +104,16 @@ def _purge(
     sealer: Sealer | None,
     conn: sqlite3.Connection,
 ) -> tuple[list[int], list[QueuedCall]]:
-    """Delete the rows a claim would take, once every one of them reads back (a row it
-    cannot read deletes nothing): their seqs, and their calls."""
+    """Delete the rows a claim would take: their seqs, and their calls. A row that cannot
+    be read back (sealed with a key this process lacks) is logged and left out of the
+    calls: it is purged all the same, as in the other stores."""
     rows = _claim(queue, returned, after, count, conn)
-    items = [_from_row(row[1:], sealer) for row in rows]
+    items = []
+    for row in rows:
+        try:
+            items.append(_from_row(row[1:], sealer))
+        except StorageError as exc:
+            log.error("purged call %s not reported: %s", row[1], exc)
     with conn:
         conn.executemany("DELETE FROM queued_calls WHERE seq = ?", [(r[0],) for r in rows])
     return [row[0] for row in rows], items
@@ -186,7 +196,7 @@ class SqliteQueueStore:
                 _purge, queue, returned, self._cursor[queue], count, self._sealer))  # fmt: skip
             gone = set(seqs)
             self._returned[queue] = [seq for seq in self._returned[queue] if seq not in gone]
-            self._depth[queue] -= len(items)
+            self._depth[queue] -= len(seqs)
             return items
 
     async def pause(self, queue: str) -> None:
