@@ -77,11 +77,12 @@ def list_queues(
     typer.echo(dump(found, output) if output != "table" else "\n".join(table(found)))
 
 
-def _step(step: str, queue_id: str, output: str, remote: Remote) -> dict[str, Any]:
+def _step(step: str, queue_id: str, output: str, remote: Remote, said: str = "") -> None:
+    """POST the ``step`` of the queue; print the answer as ``output`` (the text starting
+    with what ``said`` makes of the answer's fields)."""
     answer: dict[str, Any] = remote.request("POST", f"/v1/queues/{quote(queue_id, safe='')}:{step}")
-    if output != "text":
-        typer.echo(dump(answer, output))
-    return answer
+    typer.echo(dump(answer, output) if output != "text"
+               else said.format_map(answer) + _describe(answer))  # fmt: skip
 
 
 @queues.command("pause")
@@ -95,9 +96,7 @@ def pause(
 ) -> None:
     """Pause a queue: every instance stops sending its calls; new calls still queue."""
     checked(output, ("text", "json", "yaml"))
-    answer = _step("pause", queue_id, output, Remote.of(url, key, org, sandbox))
-    if output == "text":
-        typer.echo(_describe(answer))
+    _step("pause", queue_id, output, Remote.of(url, key, org, sandbox))
 
 
 @queues.command("resume")
@@ -111,9 +110,7 @@ def resume(
 ) -> None:
     """Resume a paused queue: its calls go again at its rate, oldest first."""
     checked(output, ("text", "json", "yaml"))
-    answer = _step("resume", queue_id, output, Remote.of(url, key, org, sandbox))
-    if output == "text":
-        typer.echo(_describe(answer))
+    _step("resume", queue_id, output, Remote.of(url, key, org, sandbox))
 
 
 @queues.command("purge")
@@ -138,6 +135,4 @@ def purge(
         question = f"End the {queue['depth']} calls waiting in queue {queue_id}, unsent? [y/N] "
         if not _agreed(question):
             fail("nothing purged (answer y, or give --yes)")
-    answer = _step("purge", queue_id, output, remote)
-    if output == "text":
-        typer.echo(f"purged {answer['purged']} calls; {_describe(answer)}")
+    _step("purge", queue_id, output, remote, said="purged {purged} calls; ")
