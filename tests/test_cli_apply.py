@@ -471,7 +471,7 @@ async def test_get_queues_shows_the_depth_and_age_of_the_throttling_queue(
     assert expected == json.loads((await cli("get", "queues", "-o", "json")).out)
     assert expected == yaml.safe_load((await cli("get", "queues", "-o", "yaml")).out)
     row = next(line for line in (await cli("get", "queues")).out.splitlines() if uid in line)
-    assert ["no", "200", "5", "0.5"] == [cell.strip() for cell in row.split("│")[5:9]]
+    assert ["no", "200", "5", "0.5"] == row.split()[4:8]
     await cli("queues", "pause", uid)
     assert [True] == [
         q["paused"] for q in json.loads((await cli("get", "queues", "-o", "json")).out)

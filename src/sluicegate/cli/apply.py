@@ -35,7 +35,17 @@ from sluicegate.cli.plan import (
     journey_changes,
     payload_of,
 )
-from sluicegate.cli.remote import DEFAULT_URL, Key, Org, Remote, SandboxName, Url, dump, fail
+from sluicegate.cli.remote import (
+    DEFAULT_URL,
+    Key,
+    Org,
+    Remote,
+    SandboxName,
+    Url,
+    aligned,
+    dump,
+    fail,
+)
 from sluicegate.records import ConfigKind
 
 commands = typer.Typer()
@@ -291,15 +301,7 @@ def get(what: Annotated[Listing, typer.Argument(metavar="WHAT",
     if output is not Output.TABLE:
         typer.echo(dump(doc, output.value))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table()
-    for column in columns:  # a narrow terminal wraps cells rather than shorten them
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+    typer.echo("\n".join(aligned([[c.upper() for c in columns], *rows])))
 
 
 def _entry(kind: ConfigKind, element: dict[str, Any]) -> dict[str, Any]:
@@ -326,7 +328,7 @@ def _limits(element: dict[str, Any]) -> str:
         conns = limit.get("maxHttpConnections")
         found.append(f"{service} {rating['maxCallsCount']}/{rating['periodInMs']}ms"
                      + (f", {conns} conns" if conns else ""))  # fmt: skip
-    return "\n".join(found)
+    return "; ".join(found)
 
 
 def _yes(value: bool) -> str:

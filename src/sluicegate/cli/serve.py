@@ -107,7 +107,7 @@ def serve(**given: object) -> None:
 def show(output: Output = "table", **given: object) -> None:
     """Print the settings `serve` would run with, given the same file, environment and
     flags, and where each came from. Secrets are never printed."""
-    from sluicegate.cli.remote import dump
+    from sluicegate.cli.remote import aligned, dump
     from sluicegate.service.options import BY_NAME, shown
 
     if output not in ("table", "json", "yaml"):
@@ -119,13 +119,11 @@ def show(output: Output = "table", **given: object) -> None:
     if output != "table":
         typer.echo(dump(rows, output))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("setting", "value", "source", box=None)
-    for name, row in rows.items():
-        table.add_row(name, str(row["value"]), row["source"])
-    Console().print(table)
+    lines = [
+        ("SETTING", "VALUE", "SOURCE"),
+        *((name, str(row["value"]), str(row["source"])) for name, row in rows.items()),
+    ]
+    typer.echo("\n".join(aligned(lines)))
 
 
 @commands.command("data-key")
