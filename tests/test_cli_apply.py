@@ -328,6 +328,21 @@ async def test_a_throttling_config_outside_production_is_refused_before_any_chan
     assert [] == await cli.configs(sandbox="dev")
 
 
+async def test_throttling_created_in_two_sandboxes_of_an_org_is_refused_before_any_change(
+    cli: Cli,
+) -> None:
+    """An org has one throttling config: a file creating one in each of two production
+    sandboxes is 1465 at the second one's line, exit 2, and nothing is created."""
+    await cli.api("POST", "/v1/sandboxes", {"name": "eu", "type": "production"})
+    throttling = ("throttling:\n  - urlPattern: https://a.example.org/*\n    methods: [POST]\n"
+                  "    maxThroughput: 300\n")  # fmt: skip
+    text = f"sandbox: prod\n{throttling}---\nsandbox: eu\n{throttling}"
+    done = await cli("apply", "-f", cli.file(text))
+    assert (2, "rules.yaml:9: 1465: the throttling config at line 3 is the org's only one: an "
+               "org has one throttling config\n") == (done.code, done.err)  # fmt: skip
+    assert ([], []) == (await cli.configs(THROTTLING), await cli.configs(THROTTLING, "eu"))
+
+
 @pytest.mark.slow
 async def test_prune_deletes_only_what_a_listed_section_leaves_out(cli: Cli) -> None:
     """Without --prune, configs and journeys missing from the file stay. With it, a

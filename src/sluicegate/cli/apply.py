@@ -113,7 +113,22 @@ def _plans(file: str, prune: bool, url: str, key: str | None, org: str | None,
                 f"the document at line {twin.line} is also for {remote.org}/{remote.sandbox}"))],
                   2)  # fmt: skip
         remotes.append((document, remote))
-    return source, [_plan(document, remote, prune, source) for document, remote in remotes]
+    plans = [_plan(document, remote, prune, source) for document, remote in remotes]
+    _one_throttling_per_org(plans, source)
+    return source, plans
+
+
+def _one_throttling_per_org(plans: list[Plan], source: str) -> None:
+    """Refuse now a file whose documents create throttling configs in two sandboxes of
+    one org: the service would refuse the second (1465) after the first was made."""
+    first: dict[str, int] = {}  # org: the line of the throttling config it creates
+    for plan in plans:
+        made = [c.line for c in plan.changes if c.kind == "throttling" and "create" in c.steps]
+        for line in made:
+            if first.setdefault(plan.remote.org, line) != line:
+                message = (f"the throttling config at line {first[plan.remote.org]} is the "
+                           "org's only one: an org has one throttling config")  # fmt: skip
+                _stop(source, [Problem(line=line, code="1465", message=message)], 2)
 
 
 def _plan(document: Document, remote: Remote, prune: bool, source: str) -> Plan:
