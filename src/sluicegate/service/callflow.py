@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
@@ -89,15 +89,9 @@ async def replay(ctx: Context, call_id: str, wait: float) -> Answer:
     if kept is None:
         raise Problem(409, "CALL_NOT_REPLAYABLE",
                       f"call {call_id!r} cannot be replayed: {original.missing}")  # fmt: skip
-    timeout = await ctx.runtime.journeys.timeout(org, sandbox, original.journey)
-    call = Call.build(org=org, sandbox=sandbox, journey=original.journey, service=kept.service,
-                      method=kept.method, url=kept.url, headers=kept.headers, body=kept.body,
-                      timeout_seconds=timeout)  # fmt: skip
-    now = ctx.runtime.clock.now()
-    entry = Accepted(call_id=new_call_id(now), org=org, sandbox=sandbox,
-                     journey=original.journey, created_at=now, line=RequestLine.of(call),
-                     callback_url=original.callback_url, replay_of=call_id)  # fmt: skip
-    started = await _launch(ctx, entry, call, durable=entry.callback_url is not None)
+    started = await _accept(ctx, original.journey, service=kept.service, method=kept.method,
+                            url=kept.url, headers=kept.headers, body=kept.body,
+                            callback=original.callback_url, replay_of=call_id)  # fmt: skip
     assert isinstance(started, CallHandle)  # no idempotency key: always a new call
     await _wait(ctx, (started,), wait)
     return await _ended(ctx, started)
@@ -159,18 +153,38 @@ async def _begin(ctx: Context, item: CallItem, callback: str | None) -> CallHand
         first = await log.find_key(org, sandbox, item.idempotencyKey)
         if first is not None:
             return first
-    timeout = await ctx.runtime.journeys.timeout(org, sandbox, item.journeyId)
     method, url, headers, payload = _request(item.request)
-    call = Call.build(org=org, sandbox=sandbox, journey=item.journeyId, service=item.service,
-                      method=method, url=url, headers=headers, body=payload,
-                      timeout_seconds=timeout)  # fmt: skip
+    return await _accept(ctx, item.journeyId, service=item.service, method=method, url=url,
+                         headers=headers, body=payload, callback=callback,
+                         key=item.idempotencyKey)  # fmt: skip
+
+
+async def _accept(
+    ctx: Context,
+    journey: str,
+    *,
+    service: str,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | str | None,
+    callback: str | None,
+    key: str | None = None,
+    replay_of: str | None = None,
+) -> CallHandle | str:
+    """Build a call of ``journey`` with the journey's timeout, record it and submit it:
+    a new call, or a replay of ``replay_of``."""
+    org, sandbox = ctx.org, ctx.sandbox.name
+    timeout = await ctx.runtime.journeys.timeout(org, sandbox, journey)
+    call = Call.build(org=org, sandbox=sandbox, journey=journey, service=service, method=method,
+                      url=url, headers=headers, body=body, timeout_seconds=timeout)  # fmt: skip
     if callback is not None:
         _check_callback(callback)
     now = ctx.runtime.clock.now()
-    entry = Accepted(call_id=new_call_id(now), org=org, sandbox=sandbox, journey=item.journeyId,
+    entry = Accepted(call_id=new_call_id(now), org=org, sandbox=sandbox, journey=journey,
                      created_at=now, line=RequestLine.of(call), callback_url=callback,
-                     idempotency_key=item.idempotencyKey)  # fmt: skip
-    return await _launch(ctx, entry, call, callback is not None or item.idempotencyKey is not None)
+                     idempotency_key=key, replay_of=replay_of)  # fmt: skip
+    return await _launch(ctx, entry, call, callback is not None or key is not None)
 
 
 async def _launch(ctx: Context, entry: Accepted, call: Call, durable: bool) -> CallHandle | str:

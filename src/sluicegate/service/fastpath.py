@@ -105,6 +105,7 @@ def _route(scope: Scope) -> Route | None:
         return _make if rest == "" else _batch if rest == ":batch" else None
     if method == "GET" and rest.startswith("/") and len(rest) > 1 and "/" not in rest[1:]:
         call_id = rest[1:]
+        scope["path_template"] = f"{PREFIX}/{{callId}}"  # for the access log: no router here
 
         async def get(ctx: Context, _: bytes) -> callflow.Answer:
             return await callflow.get(ctx, call_id)

@@ -19,7 +19,7 @@ from typing import Any
 from sluicegate.clock import Clock, SystemClock
 from sluicegate.errors import InvalidInput
 from sluicegate.service.db import open_db
-from sluicegate.service.tenants import LATEST, ApiKey, Role, Tenants, key_id
+from sluicegate.service.tenants import LATEST, ApiKey, Role, Tenants
 from sluicegate.wiring import Shared
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -109,9 +109,8 @@ async def create(
     in the shared PostgreSQL database, where every instance finds it; and its view."""
     clock = clock or SystemClock()
     async with _tenants(where, clock) as tenants:
-        token = await tenants.create_key(org=org, role=role, name=name, expires_at=expires_at)
-        made = await tenants.key(key_id(token), org=org)
-    assert made is not None
+        token, made = await tenants.make_key(org=org, role=role, name=name,
+                                             expires_at=expires_at)  # fmt: skip
     return token, view(made, clock.now())
 
 

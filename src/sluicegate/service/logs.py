@@ -222,14 +222,12 @@ def _write(logger: logging.Logger, message: str, args: tuple[object, ...],
 
 
 def _route(scope: Scope) -> str:
-    """The template of the route that answered, else the path (bounded)."""
-    template = getattr(scope.get("route"), "path", None)
+    """The template of the route that answered (the framework's, or the one the fast path
+    names), else the path (bounded)."""
+    template = getattr(scope.get("route"), "path", None) or scope.get("path_template")
     if isinstance(template, str):
         return template
     path: str = scope["path"]
-    # The fast path answers these without routing.
-    if path.startswith("/v1/calls/") and len(path) > 10 and "/" not in path[10:]:
-        return "/v1/calls/{callId}"
     return path[:_MAX_FIELD]
 
 

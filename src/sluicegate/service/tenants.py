@@ -152,6 +152,13 @@ class Tenants:
         """A new token for ``org``, named ``name`` and acting until ``expires_at`` (epoch
         seconds, in the future) if given; the org's ``prod`` sandbox is created with its
         first key."""
+        token, _ = await self.make_key(org=org, role=role, name=name, expires_at=expires_at)
+        return token
+
+    async def make_key(
+        self, *, org: str, role: Role, name: str | None = None, expires_at: float | None = None
+    ) -> tuple[str, ApiKey]:
+        """:meth:`create_key`, with the key as stored (its token is never stored)."""
         if not org or len(org) > 256 or not org.isprintable():
             raise InvalidInput("INVALID_ORG", "org must be 1-256 printable characters")
         if name is not None and (not name or len(name) > 256 or not name.isprintable()):
@@ -172,7 +179,8 @@ class Tenants:
             "ON CONFLICT DO NOTHING",
             (org, "prod", PRODUCTION, now),
         )
-        return token
+        return token, ApiKey(id=key_id(token), org=org, role=role, name=name, created_at=now,
+                             expires_at=expires_at, revoked_at=None)  # fmt: skip
 
     async def has_keys(self) -> bool:
         rows = await self._db.execute("counting keys", "SELECT 1 FROM api_keys LIMIT 1")

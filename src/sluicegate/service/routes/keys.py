@@ -75,10 +75,8 @@ async def create_key(body: KeyIn, ctx: Admin) -> KeyMade:
     tenants, expires_at = ctx.runtime.tenants, None
     if body.expiresAt is not None:
         expires_at = instant(body.expiresAt)
-    token = await tenants.create_key(org=ctx.org, role=body.role, name=body.name,
-                                     expires_at=expires_at)  # fmt: skip
-    made = await tenants.key(key_id(token), org=ctx.org)
-    assert made is not None  # just made, never deleted
+    token, made = await tenants.make_key(org=ctx.org, role=body.role, name=body.name,
+                                         expires_at=expires_at)  # fmt: skip
     return KeyMade(**view(made, ctx.runtime.clock.now()), token=token)
 
 
