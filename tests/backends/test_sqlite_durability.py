@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from sluicegate.backends import commits
 from sluicegate.backends.sqlite import DB_NAME, SqliteBackend
 from sluicegate.errors import InvalidCall, StorageError
 from sluicegate.storage import Grant, Limit, QueuedCall, Wait
@@ -76,6 +77,39 @@ async def test_sent_slots_survive_a_restart_and_unsent_ones_count_from_it(
         assert isinstance(await reopened.slots.acquire([rule], 2_000), Grant)
         assert Wait(1_000) == await reopened.slots.acquire([rule], 2_000)
         assert Wait(1) == await reopened.slots.acquire([rule], 2_999)
+    finally:
+        await reopened.aclose()
+
+
+async def test_writes_nothing_waits_for_gather_and_a_waited_batch_goes_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an hour's pause for gathering: the first reservation of a limit, which its
+    request waits for, is written at once; a send time, which nothing waits for, stays
+    gathering, and a graceful stop writes it at once (after the restart the slot is held
+    from its send at 5, not from the restart at 0)."""
+    monkeypatch.setattr(commits, "LINGER", 3600.0)
+    rule = Limit(key="rule", count=1000, period_ms=1000)
+    backend = await opened(tmp_path)
+    try:
+        grant = await backend.slots.acquire([rule], 0)
+        assert isinstance(grant, Grant)
+        async with asyncio.timeout(10):
+            await backend.slots.recorded(grant)
+        backend.slots.sent(grant, 5)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert backend._commits._runs, "the send time was written without a pause"
+    finally:
+        async with asyncio.timeout(10):
+            await backend.aclose()
+
+    reopened = await opened(tmp_path, now_ms=0)
+    try:
+        assert (1, 0) == (
+            await reopened.slots.in_use("rule", 1_004),
+            await reopened.slots.in_use("rule", 1_005),
+        )
     finally:
         await reopened.aclose()
 

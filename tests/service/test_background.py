@@ -3,6 +3,7 @@ results and reports unwritten for the rest of the process, silently."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Awaitable
 from pathlib import Path
@@ -13,8 +14,10 @@ from tests.loopback import System, eventually
 from tests.service.conftest import Running, StartService
 from tests.service.test_calls_api import call
 
+from sluicegate.backends import commits
 from sluicegate.service import buckets, calllog
 from sluicegate.service.calllog import RETRY_WRITE_AFTER
+from sluicegate.service.callrows import Batch
 from sluicegate.testing import FakeClock
 
 
@@ -92,3 +95,38 @@ async def test_the_report_book_flushes_on_after_an_unexpected_error(
 
 async def _equals(value: Awaitable[float], expected: float) -> bool:
     return await value == expected
+
+
+async def test_the_call_log_gathers_rows_unless_a_request_waits_for_them(
+    start_service: StartService, clock: FakeClock, system: System, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """With an hour's pause for gathering rows: the row of a call with an idempotency key
+    (its request waits for it) is written at once, alone; a plain call's row and result
+    wait, and a graceful stop writes them at once, together, with the first call's result."""
+    monkeypatch.setattr(commits, "LINGER", 3600.0)
+    batches: list[set[str]] = []
+    real = calllog.write_batch
+
+    def write_batch(batch: Batch, *args: Any) -> Any:
+        ids = {a.call_id for a in batch.accepted} | {f.call_id for f in batch.finished}
+        batches.append(ids)
+        return real(batch, *args)
+
+    monkeypatch.setattr(calllog, "write_batch", write_batch)
+    data = tmp_path / "data"
+    service = await start_service(data, clock=clock)
+    headers = await service.key()
+    async with asyncio.timeout(10):
+        status, keyed = await service.request(
+            "POST", "/v1/calls", headers, call(system, "ok", idempotencyKey="k-1")
+        )
+    assert 200 == status
+    status, plain = await service.request("POST", "/v1/calls", headers, call(system, "ok"))
+    assert 200 == status
+    sql = "SELECT call_id FROM calls WHERE call_id IN ('{}', '{}')"
+    assert [(keyed["callId"],)] == rows(data, sql.format(keyed["callId"], plain["callId"]))
+    async with asyncio.timeout(10):
+        await service.stop()
+    assert [{keyed["callId"]}, {keyed["callId"], plain["callId"]}] == batches
+    assert [("done",)] == rows(data, f"SELECT state FROM calls WHERE call_id = '{plain['callId']}'")

@@ -313,3 +313,40 @@ async def test_serve_writes_json_lines(tmp_path: Path) -> None:
     [access] = [line for line in logged if line["logger"] == "sluicegate.access"]
     assert ("serve-1", "/healthz", 200) == (access["request_id"], access["route"],
                                             access["status"])  # fmt: skip
+
+
+class Writes(io.StringIO):
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+async def test_lines_of_one_turn_of_the_loop_are_written_together(logs: Configure) -> None:
+    """Info lines logged on the event loop are written in one write once its turn is
+    over; a warning is written at once, with the lines waiting before it."""
+    logs()  # puts the logging setup back afterwards
+    stream = Writes()
+    configure(format="text", level="info", stream=stream)
+    log = logging.getLogger("sluicegate.test")
+    log.info("one")
+    log.info("two")
+    assert [] == stream.writes
+    await asyncio.sleep(0)
+    assert [["one", "two"]] == [re.findall(r": (\w+)$", w, re.M) for w in stream.writes]
+    log.info("three")
+    log.warning("four")
+    assert ["three", "four"] == re.findall(r": (\w+)$", stream.writes[-1], re.M)
+
+
+def test_lines_logged_off_the_loop_are_written_at_once(logs: Configure) -> None:
+    logs()
+    stream = Writes()
+    configure(format="text", level="info", stream=stream)
+    logging.getLogger("sluicegate.test").info("alone")
+    assert [["alone"]] == [re.findall(r": (\w+)$", w, re.M) for w in stream.writes]

@@ -5,7 +5,10 @@ finished call (recovered ones included) gets its result there, as its result vie
 :mod:`~sluicegate.service.callview`). Writes are grouped: one background task writes
 everything pending in one transaction, and what arrives meanwhile waits for the next, so
 under load one commit serves many calls and the request path does not wait for the
-disk, except for one case:
+disk. A write that nothing waits for gathers calls for up to
+:data:`~sluicegate.backends.commits.LINGER` (10 ms) first, so that calls one at a time
+share a commit too; one that something waits for (below, and :meth:`CallLog.written`)
+starts at once. A request waits in one case only:
 
 * a call with a ``callbackUrl`` or an ``idempotencyKey`` is accepted ``durable``: the
   request waits for the commit of its row before the call is submitted (and perhaps
@@ -44,6 +47,7 @@ import asyncio
 import logging
 from functools import partial
 
+from sluicegate.backends.commits import linger
 from sluicegate.backends.database import SqlDatabase
 from sluicegate.call import MAX_TIMEOUT_SECONDS, Call
 from sluicegate.clock import Clock
@@ -97,6 +101,7 @@ class CallLog:
         self._stopping = False  # no new callbacks: the engine is stopping
         self._pruned_at = 0.0
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()  # a request waits for the next write
         self._writer: asyncio.Task[None] | None = None
         self._writing = False  # a batch is being written
         self._streak = 0  # writes failed in a row
@@ -160,6 +165,7 @@ class CallLog:
         if durable:
             written = asyncio.get_running_loop().create_future()
             self._pending.waiters.append((written, entry))
+            self._urgent.set()
             await written  # StorageError: the entry was dropped
         return None
 
@@ -194,6 +200,7 @@ class CallLog:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.written.append(waiter)
         self._wake.set()
+        self._urgent.set()
         await waiter
 
     def finished_json(self, call_id: str) -> str | None:
@@ -314,13 +321,13 @@ class CallLog:
                 del self._keys[key]
 
     async def _write_loop(self) -> None:
-        while True:
+        while not self._closing or self._pending:
             await self._wake.wait()
+            if not self._closing:
+                await linger(self._urgent)
             self._wake.clear()
             if self._pending:
                 await self._write()
-            elif self._closing:
-                return
 
     async def _write(self) -> None:
         """Write everything pending in one transaction; then send the callbacks now due."""
@@ -394,6 +401,7 @@ class CallLog:
         if self._callbacks is not None:
             await self._callbacks.aclose()
         self._wake.set()
+        self._urgent.set()  # a write gathering calls goes at once
         if self._writer is not None and not self._writer.done():
             await self._writer
         elif self._pending:  # never started, or stopped: write what the gate reported anyway
