@@ -34,6 +34,7 @@ Neither logs a token, a body or a query string. With the access logger disabled 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -173,9 +174,13 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 def _iso(created: float) -> str:
     whole = int(created)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + (
-        f".{int((created - whole) * 1000):03d}Z"
-    )
+    return f"{_second(whole)}.{int((created - whole) * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(whole: int) -> str:
+    """The second ``whole`` in ISO 8601: formatted once for all the lines of that second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
 
 
 class AccessLog:
