@@ -350,3 +350,33 @@ def test_lines_logged_off_the_loop_are_written_at_once(logs: Configure) -> None:
     configure(format="text", level="info", stream=stream)
     logging.getLogger("sluicegate.test").info("alone")
     assert [["alone"]] == [re.findall(r": (\w+)$", w, re.M) for w in stream.writes]
+
+
+def test_lines_of_a_loop_that_closed_before_its_turn_ended_are_written_by_the_next(
+    logs: Configure,
+) -> None:
+    """A loop that stops before the turn that would write its lines: the next loop's
+    first turn writes them, in order."""
+    logs()
+    stream = Writes()
+    configure(format="text", level="info", stream=stream)
+    log = logging.getLogger("sluicegate.test")
+
+    async def say(word: str) -> None:
+        log.info(word)
+        asyncio.get_running_loop().stop()  # before the turn that would write the line
+
+    for word in ("first", "second"):
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(say(word))
+        loop.close()
+    assert [] == stream.writes
+
+    async def turn() -> None:
+        log.info("third")
+        await asyncio.sleep(0)
+
+    asyncio.run(turn())
+    assert [["first", "second", "third"]] == [
+        re.findall(r": (\w+)$", w, re.M) for w in stream.writes
+    ]

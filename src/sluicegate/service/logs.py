@@ -103,21 +103,21 @@ class _Handler(logging.StreamHandler[TextIO]):
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self._lines: list[str] = []
+        self._flushing: asyncio.AbstractEventLoop | None = None  # the loop that will flush
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
+            self._lines.append(self.format(record))
             if record.levelno < logging.WARNING:
                 try:
                     loop = asyncio.get_running_loop()
                 except RuntimeError:
                     pass
                 else:
-                    if not self._lines:
+                    if self._flushing is not loop:  # (a loop closed before it flushed: anew)
+                        self._flushing = loop
                         loop.call_soon(self.flush)
-                    self._lines.append(line)
                     return
-            self._lines.append(line)
             self.flush()
         except RecursionError:
             raise
@@ -126,6 +126,7 @@ class _Handler(logging.StreamHandler[TextIO]):
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
+            self._flushing = None
             if self._lines:
                 text, self._lines = "\n".join(self._lines) + "\n", []
                 self.stream.write(text)
