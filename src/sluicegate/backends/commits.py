@@ -11,8 +11,9 @@ A batch no one waits for (send times, removals, reservations within a limit's sp
 gathers writes for up to :data:`LINGER` before it is written; a writer that waits for the
 batch being filled has it written at once. Without the pause, calls one at a time each
 paid a transaction of their own on the database thread, and that thread's share of the
-interpreter lock slowed every call in flight: at concurrency 1 through the service,
-about 150 µs of the database thread's CPU and 150 µs of latency a call (docs/performance.md).
+interpreter lock slowed every call in flight: at concurrency 1 through the service, the
+pause saves about 200 µs of the database threads' CPU a call and about as much latency
+(docs/performance.md).
 """
 
 from __future__ import annotations
