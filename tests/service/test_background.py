@@ -13,6 +13,7 @@ import pytest
 from tests.loopback import System, eventually
 from tests.service.conftest import Running, StartService
 from tests.service.test_calls_api import call
+from tests.service.test_queues_api import step, throttled
 
 from sluicegate.backends import commits
 from sluicegate.service import buckets, calllog
@@ -130,3 +131,44 @@ async def test_the_call_log_gathers_rows_unless_a_request_waits_for_them(
         await service.stop()
     assert [{keyed["callId"]}, {keyed["callId"], plain["callId"]}] == batches
     assert [("done",)] == rows(data, f"SELECT state FROM calls WHERE call_id = '{plain['callId']}'")
+
+
+async def test_a_queued_call_whose_row_says_accepted_reads_queued(
+    start_service: StartService, clock: FakeClock, system: System, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A call with an idempotency key has its row written (``accepted``) before it is
+    submitted; queued then (its queue is paused), the row's ``queued`` waits for the next
+    write, an hour away here: meanwhile a read of the call says ``queued``, not
+    ``running``."""
+    monkeypatch.setattr(commits, "LINGER", 3600.0)
+    service = await start_service(tmp_path / "data", clock=clock)
+    headers = await service.key()
+    uid = await throttled(service, headers, system.url("call/*"))
+    await step(service, headers, uid, "pause")
+    async with asyncio.timeout(10):
+        status, answer = await service.request(
+            "POST", "/v1/calls", headers,
+            call(system, "call/1", waitSeconds=0, idempotencyKey="k-1"),
+        )  # fmt: skip
+    assert (202, "queued") == (status, answer["state"])
+    sql = f"SELECT state FROM calls WHERE call_id = '{answer['callId']}'"
+    assert [("accepted",)] == rows(tmp_path / "data", sql)
+    status, found = await service.request("GET", f"/v1/calls/{answer['callId']}", headers)
+    assert (202, "queued") == (status, found["state"])
+
+
+async def test_a_listing_shows_a_call_that_has_answered_although_its_row_waits(
+    start_service: StartService, clock: FakeClock, system: System, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """With an hour's pause for gathering rows, a call answered 200 is in the listing asked
+    right after: the listing has the results held in memory written first."""
+    monkeypatch.setattr(commits, "LINGER", 3600.0)
+    service = await start_service(tmp_path / "data", clock=clock)
+    headers = await service.key()
+    status, made = await service.request("POST", "/v1/calls", headers, call(system, "ok"))
+    assert 200 == status
+    async with asyncio.timeout(10):
+        status, listed = await service.request("GET", "/v1/calls", headers)
+    assert (200, [made["callId"]]) == (status, [c["callId"] for c in listed["calls"]])

@@ -38,12 +38,14 @@ counts for :data:`IDEMPOTENCY_WINDOW`.
 A call that did not succeed keeps its request with its result, for a replay
 (:mod:`~sluicegate.service.replays`): sealed with the engine's data key when one is set.
 Listings read the rows (:mod:`~sluicegate.service.calllist`), so a call is listed once
-its result is written, moments after it ended.
+its result is written; a listing first has every result recorded so far written
+(:meth:`CallLog.flush`), so a call that has ended on this instance is listed at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from functools import partial
 
@@ -60,6 +62,7 @@ from sluicegate.service.callbacks import Callbacks, CallbackTally
 from sluicegate.service.callrows import (
     ACCEPTED,
     DONE,
+    QUEUED,
     Accepted,
     Batch,
     Finished,
@@ -80,6 +83,9 @@ MAX_RETRY_WRITE_AFTER = 30.0
 #: Seconds after which a call accepted on a shared database, not queued and not done,
 #: has outlived any budget: the instance running it died.
 ABANDONED_AFTER = 2.0 * MAX_TIMEOUT_SECONDS
+#: Seconds a listing waits for the results recorded before it to be written (the database
+#: may be failing: it then lists what is written).
+FLUSH_WAIT = 1.0
 log = logging.getLogger(__name__)
 
 
@@ -97,6 +103,7 @@ class CallLog:
         self._finished: dict[str, Finished] = {}  # ended, result not written yet
         self._keys: dict[tuple[str, str, str], str] = {}  # idempotency keys not written yet
         self._direct: dict[str, str | None] = {}  # callback URLs of calls not queued
+        self._queuing: set[str] = set()  # queued, and their rows may still say accepted
         self._closing = False
         self._stopping = False  # no new callbacks: the engine is stopping
         self._pruned_at = 0.0
@@ -135,7 +142,7 @@ class CallLog:
         )
         for call_id, org, sandbox, journey in rows:
             if await gate.find(call_id) is not None:  # queued: its row was not told
-                self._pending.queued.append(call_id)
+                self._tell_queued(call_id)
             elif call_id not in self._finished:  # not recovered from its queue and ended
                 self._interrupt(call_id, org, sandbox, journey)
         owed = await self._db.execute(
@@ -173,7 +180,11 @@ class CallLog:
         """The call was queued by throttling: forget it until it ends."""
         self._direct.pop(entry.call_id, None)
         entry.queued = True  # a row not written yet is written as queued
-        self._pending.queued.append(entry.call_id)  # a row being written, or written
+        self._tell_queued(entry.call_id)  # a row being written, or written
+
+    def _tell_queued(self, call_id: str) -> None:
+        self._queuing.add(call_id)
+        self._pending.queued.append(call_id)
         self._wake.set()
 
     def withdraw(self, entry: Accepted) -> None:
@@ -203,6 +214,13 @@ class CallLog:
         self._urgent.set()
         await waiter
 
+    async def flush(self) -> None:
+        """Have every result recorded so far written, waiting at most FLUSH_WAIT seconds
+        (a listing asks first: a call that has answered is listed, not 10 ms later)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FLUSH_WAIT):
+                await self.written()
+
     def finished_json(self, call_id: str) -> str | None:
         """The result view of a call that ended and is not written yet."""
         found = self._finished.get(call_id)
@@ -227,6 +245,8 @@ class CallLog:
             if not rows:
                 return None
             state, text, journey, created_at = rows[0]
+            if state == ACCEPTED and call_id in self._queuing:  # the next write says so
+                state = QUEUED
             if state == DONE:
                 return Found(call_id, "done", text)
             if self._gate is not None and self._gate.running(call_id):
@@ -371,6 +391,7 @@ class CallLog:
             return
         self._writing = False
         self._streak = 0
+        self._queuing.difference_update(batch.queued)
         if prune is not None:
             self._pruned_at = now
         for waiter in (*(waiter for waiter, _ in batch.waiters), *batch.written):

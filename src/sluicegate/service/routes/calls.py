@@ -107,6 +107,7 @@ async def list_ended_calls(
     query = CallQuery(org=ctx.org, sandbox=ctx.sandbox.name, journey=journey, outcome=outcome,
                       endpoint=endpoint, host=host, since=start, until=end,
                       oldest_first=order == "oldest", cursor=place, limit=limit)  # fmt: skip
+    await ctx.runtime.calls.flush()
     page = await list_calls(ctx.runtime.db, query)
     return CallList.model_validate({"calls": page.calls, "next": page.next, "tail": page.tail})
 
