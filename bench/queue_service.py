@@ -99,13 +99,13 @@ class _Served:
 
 
 @asynccontextmanager
-async def served(data: Path) -> AsyncIterator[_Served]:
-    """Start ``sluicegate serve --dev`` on ``data`` (at once: wait for it yourself); stop it
-    at the end of the block, whatever happens."""
+async def served(data: Path, *options: str) -> AsyncIterator[_Served]:
+    """Start ``sluicegate serve --dev`` on ``data`` with ``options`` (at once: wait for it
+    yourself); stop it at the end of the block, whatever happens."""
     port = _free_port()
     started = time.time()
     process = await asyncio.create_subprocess_exec(
-        *SERVE, "--port", str(port), "--data-dir", str(data),
+        *SERVE, "--port", str(port), "--data-dir", str(data), *options,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip

@@ -5,8 +5,9 @@ One ``sluicegate serve --dev`` process relays calls to the loopback server of
 :mod:`loopback` (a process of its own); the same aiohttp client calls that server directly
 or through ``POST /v1/calls`` (``waitSeconds`` 30: it answers once the call ended), at the
 same concurrency, alternately (:func:`throughput.compare`). Then: the latency a relay adds
-at concurrency 1, ``POST /v1/calls:batch`` with 500 calls a request, and calls queued behind
-a throttling rule one per request (``waitSeconds`` 0) and in batches.
+at concurrency 1, ``POST /v1/calls:batch`` with 500 calls a request (alternately against a
+second service on the opt-in reqwest transport), and calls queued behind a throttling rule
+one per request (``waitSeconds`` 0) and in batches.
 
 Why: an orchestrator that runs sluicegate as a service pays for its web layer on every
 call; this says how much of the direct rate it keeps.
@@ -28,6 +29,7 @@ from typing import Any
 import aiohttp
 
 from machine import cpu_seconds
+from measure import Series
 from queue_service import START_TIMEOUT, served
 from sluicegate.rules import MIN_THROUGHPUT
 from tables import Table, Target, count, ratio, span, us
@@ -60,13 +62,29 @@ class Rate:
 
 
 @dataclass(frozen=True, slots=True)
+class Batches:
+    """The timed runs of ``POST /v1/calls:batch`` against one service, and their outcomes."""
+
+    runs: tuple[Rate, ...]
+    outcomes: dict[str, int]
+
+    @property
+    def per_second(self) -> Series:
+        return Series(tuple(run.per_second for run in self.runs))
+
+    @property
+    def cpu_us(self) -> float:
+        return statistics.median(run.cpu_us for run in self.runs)
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceResults:
     relay: tuple[Contender, Contender]  # through the service, direct
     service_cpu_us: float  # the service's CPU per relayed call (median run)
     latency_direct_us: float  # p50 at concurrency 1
     latency_relay_us: float
-    batch: Rate
-    batch_outcomes: dict[str, int]
+    batch: Batches  # the default transport (aiohttp)
+    batch_reqwest: Batches
     enqueue_single: Rate
     enqueue_batch: Rate
 
@@ -180,13 +198,40 @@ async def _throttle(http: aiohttp.ClientSession, service: str, token: str, base:
             raise RuntimeError(f"deploying the throttling config: {r.status} {await r.text()}")
 
 
+async def _compare_batches(
+    http: aiohttp.ClientSession, services: dict[str, Any], urls: list[str], repeats: int
+) -> dict[str, Batches]:
+    """A warm-up batch on each service, then ``repeats`` timed runs of ``urls`` on each,
+    alternating who goes first."""
+    runs: dict[str, list[Rate]] = {name: [] for name in services}
+    outcomes: dict[str, dict[str, int]] = {name: {} for name in services}
+    for server in services.values():
+        await _batches(http, server.base, server.token, urls[:BATCH], 30, server.process.pid)
+    for round_ in range(repeats):
+        names = list(services) if round_ % 2 == 0 else list(reversed(services))
+        for name in names:
+            server = services[name]
+            rate, seen = await _batches(http, server.base, server.token, urls, 30,
+                                        server.process.pid)  # fmt: skip
+            runs[name].append(rate)
+            for outcome, n in seen.items():
+                outcomes[name][outcome] = outcomes[name].get(outcome, 0) + n
+    return {name: Batches(tuple(runs[name]), outcomes[name]) for name in services}
+
+
 async def measure(base: str, *, calls: int, repeats: int) -> ServiceResults:
-    """Every measurement of this module against one service process relaying to ``base``."""
+    """Every measurement of this module against one service process relaying to ``base``
+    (and, for batches, a second one on the reqwest transport)."""
     with tempfile.TemporaryDirectory(prefix="sluicegate-bench-") as tmp:
-        async with served(Path(tmp) / "data") as server:
-            await asyncio.wait_for(server.listening.wait(), START_TIMEOUT)
+        async with (
+            served(Path(tmp) / "data") as server,
+            served(Path(tmp) / "reqwest", "--transport", "reqwest") as on_reqwest,
+        ):
+            for started in (server, on_reqwest):
+                await asyncio.wait_for(started.listening.wait(), START_TIMEOUT)
+                assert started.token is not None, "no development key printed"
             token, pid = server.token, server.process.pid
-            assert token is not None, "no development key printed"
+            assert token is not None
             relayed = relay(server.base, token, "/ok")
             cpu = cpu_seconds(pid)
             both = await compare(
@@ -198,9 +243,8 @@ async def measure(base: str, *, calls: int, repeats: int) -> ServiceResults:
             direct_us, relay_us = await _latencies(bare("/ok"), relayed, base)
             connector = aiohttp.TCPConnector(limit=CONCURRENCY)
             async with aiohttp.ClientSession(connector=connector) as http:
-                urls = [f"{base}/ok"] * (calls * 2)
-                await _batches(http, server.base, token, urls[:BATCH], 30, pid)  # warm-up
-                batch, outcomes = await _batches(http, server.base, token, urls, 30, pid)
+                services = {"aiohttp": server, "reqwest": on_reqwest}
+                batches = await _compare_batches(http, services, [f"{base}/ok"] * calls, repeats)
                 await _throttle(http, server.base, token, base)
                 queued = [f"{base}/queued/{n}" for n in range(calls * 2)]
                 single = await _singles(http, server.base, token, queued[:calls], pid)
@@ -210,8 +254,8 @@ async def measure(base: str, *, calls: int, repeats: int) -> ServiceResults:
         service_cpu_us=service_cpu_us,
         latency_direct_us=direct_us,
         latency_relay_us=relay_us,
-        batch=batch,
-        batch_outcomes=outcomes,
+        batch=batches["aiohttp"],
+        batch_reqwest=batches["reqwest"],
         enqueue_single=single,
         enqueue_batch=batched,
     )
@@ -226,7 +270,9 @@ def targets(results: ServiceResults) -> list[Target]:
                relayed.rate.median / direct.rate.median, 0.5, True, ratio),
         Target("service, p50 added at concurrency 1", added, 500, False, us),
         Target(f"service, POST /v1/calls:batch ({BATCH} a request), calls/s",
-               results.batch.per_second, 10_000, True, count),
+               results.batch.per_second.median, 10_000, True, count),
+        Target("service on the reqwest transport (opt-in), POST /v1/calls:batch, calls/s",
+               results.batch_reqwest.per_second.median, 10_000, True, count),
         Target("service, calls queued per second in batches",
                results.enqueue_batch.per_second, 10_000, True, count),
         Target("service, calls queued per second one per request",
@@ -242,9 +288,8 @@ def markdown(results: ServiceResults, calls: int) -> list[str]:
         [
             ["one call per request (relayed, above)", count(relayed.rate.median),
              us(results.service_cpu_us), "the call's own request to the system included"],
-            [f"`POST /v1/calls:batch`, {BATCH} calls a request, {BATCHES_AT_ONCE} at once",
-             count(results.batch.per_second), us(results.batch.cpu_us),
-             ", ".join(f"{n:,} {o}" for o, n in sorted(results.batch_outcomes.items()))],
+            _batch_row("", results.batch),
+            _batch_row(", on the reqwest transport", results.batch_reqwest),
             ["queued, one `POST /v1/calls` per call (`waitSeconds` 0)",
              count(results.enqueue_single.per_second), us(results.enqueue_single.cpu_us),
              "no request to the system"],
@@ -263,7 +308,10 @@ def markdown(results: ServiceResults, calls: int) -> list[str]:
         f"At concurrency 1, a call's median time is {us(results.latency_direct_us)} direct and "
         f"{us(results.latency_relay_us)} through the service "
         f"({LATENCY_CALLS} calls each, interleaved).",
-        "Batches and calls queued behind a throttling rule of "
+        f"Batches ({BATCHES_AT_ONCE} requests of {BATCH} calls at once, median and range of "
+        f"{len(results.batch.runs)} runs of {calls:,} calls, alternately against a second "
+        "service started with `--transport reqwest`, opt-in: [engine.md](engine.md#transports) "
+        "says what it does not guarantee yet) and calls queued behind a throttling rule of "
         f"{QUEUE_RATE} calls/s (each queued call is stored in the engine's journal before "
         "its answer):",
         rates.markdown(),
@@ -273,6 +321,13 @@ def markdown(results: ServiceResults, calls: int) -> list[str]:
         "the inbound request's share; see [performance.md](performance.md) for where the "
         "rest goes.",
     ]
+
+
+def _batch_row(on: str, batches: Batches) -> list[str]:
+    rate = batches.per_second
+    return [f"`POST /v1/calls:batch`, {BATCH} calls a request{on}",
+            f"{count(rate.median)} ({span(rate, count)})", us(batches.cpu_us),
+            ", ".join(f"{n:,} {o}" for o, n in sorted(batches.outcomes.items()))]  # fmt: skip
 
 
 def _calls_table(contenders: list[Contender]) -> str:

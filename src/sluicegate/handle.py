@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 from typing import Literal
 
 from sluicegate.outcomes import CallResult
@@ -57,6 +57,14 @@ class CallHandle:
     async def result(self) -> CallResult:
         """Wait for the call to end; cancelling this wait does not cancel the call."""
         return await asyncio.shield(self._future)
+
+
+async def ended(handles: Iterable[CallHandle]) -> None:
+    """Wait until every one of ``handles`` has ended. Cancelling this wait cancels none of
+    the calls, and it takes no task per call: a batch waits for hundreds at once."""
+    futures = {handle._future for handle in handles if not handle.done()}
+    if futures:
+        await asyncio.wait(futures)
 
 
 class _Ref(weakref.ref[asyncio.Future[CallResult]]):

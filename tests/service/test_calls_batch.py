@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
-from tests.loopback import System, until
+from tests.loopback import System, eventually, until
 from tests.service.conftest import WINDOW, Running
 from tests.service.test_calls_api import call, deploy_throttling, get
 
@@ -41,6 +42,32 @@ async def test_each_call_is_answered_in_order_and_an_invalid_one_alone(
     assert {"ok": 1, "missing": 1} == system.hits
     for result in (results[0], results[3]):
         assert (200, result) == await get(service, headers, result["callId"])
+
+
+async def test_a_batch_waits_up_to_wait_seconds_for_every_call_and_cuts_none(
+    service: Running, system: System, clock: FakeClock
+) -> None:
+    """A batch answers once all its calls ended or ``waitSeconds`` passed: a call still
+    held then reads ``running``, keeps running, and its result is found by its id later."""
+    headers = await service.key()
+    calls = [call(system, "ok"), call(system, "hold"), call(system, "ok")]
+    answered = asyncio.create_task(batch(service, headers, calls, waitSeconds=5))
+    await until(lambda: system.in_flight == 1 and system.hits.get("ok") == 2)
+    await clock.advance(4.9)
+    assert not answered.done()
+    await clock.advance(0.1)
+    status, body = await answered
+    results = body["results"]
+    assert (200, ["done", "running", "done"]) == (status, [r["state"] for r in results])
+    system.release.release()
+    held = results[1]["callId"]
+
+    async def ended() -> bool:
+        return 200 == (await get(service, headers, held))[0]
+
+    await eventually(ended)
+    assert ("success", 0) == ((await get(service, headers, held))[1]["outcome"],
+                              system.disconnected)  # fmt: skip
 
 
 async def test_calls_over_the_rate_are_queued_in_the_batch_order(

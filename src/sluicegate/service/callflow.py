@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from sluicegate.call import Call, check_url, new_call_id
 from sluicegate.errors import InvalidCall
-from sluicegate.handle import CallHandle
+from sluicegate.handle import CallHandle, ended
 from sluicegate.service.callrows import Accepted, Found, RequestLine
 from sluicegate.service.callview import view_json
 from sluicegate.service.context import Context
@@ -220,10 +220,7 @@ async def _wait(ctx: Context, handles: Iterable[CallHandle], wait: float) -> Non
     clock = ctx.runtime.clock
     try:
         async with clock.deadline(clock.now() + wait):
-            if len(pending) == 1:  # one call: no gathering
-                await pending[0].result()
-            else:
-                await asyncio.gather(*(h.result() for h in pending), return_exceptions=True)
+            await ended(pending)
     except TimeoutError:
         pass
     except asyncio.CancelledError:

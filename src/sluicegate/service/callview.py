@@ -48,7 +48,7 @@ def view(result: CallResult) -> dict[str, Any]:
 
 def view_json(result: CallResult) -> str:
     """:func:`view` serialized: compact, and ASCII-safe for any storage or transport."""
-    return json.dumps(view(result), separators=(",", ":"))
+    return _COMPACT.encode(view(result))
 
 
 def error_view(error: AttemptError | None) -> dict[str, Any] | None:
@@ -75,7 +75,7 @@ def render_body(data: bytes, headers: Mapping[str, str], truncated: bool) -> tup
     media = media.strip().lower()
     if data and not truncated and (media == "application/json" or media.endswith("+json")):
         try:
-            return json.loads(data, parse_constant=_no_constant), "json"
+            return _STRICT.decode(data.decode(json.detect_encoding(data), "surrogatepass")), "json"
         except ValueError:  # not JSON after all (UnicodeDecodeError is a ValueError)
             pass
     charset = _charset(params)
@@ -98,3 +98,8 @@ def _charset(params: str) -> str:
 def _no_constant(name: str) -> Any:
     """Refuse ``NaN`` and ``Infinity``: Python reads them, but they are not JSON."""
     raise ValueError(f"{name} is not JSON")
+
+
+# Built once: json.dumps and json.loads build a new coder for every call given options.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_STRICT = json.JSONDecoder(parse_constant=_no_constant)
