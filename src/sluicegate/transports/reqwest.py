@@ -32,6 +32,7 @@ import re
 import socket
 from collections import OrderedDict
 from datetime import timedelta
+from functools import lru_cache
 
 from pyreqwest import exceptions as rq
 from pyreqwest.client import Client, ClientBuilder
@@ -219,9 +220,14 @@ def _flatten(headers: HeaderMap) -> dict[str, str]:
     """
     flat: dict[str, str] = {}
     for name, value in headers.items():
-        key = "-".join(part.capitalize() for part in name.split("-"))
+        key = _title(name)
         flat[key] = f"{flat[key]}, {value}" if key in flat else value
     return flat
+
+
+@lru_cache(maxsize=1024)  # the same few names come back in every response
+def _title(name: str) -> str:
+    return "-".join(part.capitalize() for part in name.split("-"))
 
 
 def _causes(exc: rq.PyreqwestError) -> list[str]:
