@@ -231,7 +231,6 @@ async def measure(base: str, *, calls: int, repeats: int) -> ServiceResults:
                 await asyncio.wait_for(started.listening.wait(), START_TIMEOUT)
                 assert started.token is not None, "no development key printed"
             token, pid = server.token, server.process.pid
-            assert token is not None
             relayed = relay(server.base, token, "/ok")
             cpu = cpu_seconds(pid)
             both = await compare(
