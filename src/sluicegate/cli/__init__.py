@@ -12,6 +12,7 @@ import typer
 from sluicegate.cli.apply import commands as config_as_code
 from sluicegate.cli.calls import calls
 from sluicegate.cli.keys import keys
+from sluicegate.cli.listing import commands as listing
 from sluicegate.cli.queues import queues
 from sluicegate.cli.serve import commands, config
 
@@ -38,6 +39,7 @@ def _options(
 
 app.registered_commands += commands.registered_commands
 app.registered_commands += config_as_code.registered_commands
+app.registered_commands += listing.registered_commands
 app.add_typer(keys, name="keys")
 app.add_typer(config, name="config")
 app.add_typer(calls, name="calls")

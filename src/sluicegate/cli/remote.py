@@ -17,6 +17,8 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 
+from sluicegate.records import ConfigKind
+
 Url = Annotated[
     str,
     typer.Option("--url", envvar="SLUICEGATE_URL", help="The running service."),
@@ -37,6 +39,9 @@ SandboxName = Annotated[
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+#: The Adobe-compatible configuration API, and its collection of each kind of config.
+ADOBE = "/journey/orchestration"
+PATHS = {ConfigKind.CAPPING: "endpointConfigs", ConfigKind.THROTTLING: "throttlingConfigs"}
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
