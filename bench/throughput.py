@@ -104,12 +104,7 @@ def library(settings: Settings, path: str, transport: Transport | None = None) -
     async def open_gate(base: str) -> AsyncIterator[OneCall]:
         url = f"{base}{path}"
         async with Gate.open(None, settings=settings, transport=transport) as gate:
-            scope = {"org": ORG, "sandbox": SANDBOX}
-            rating = {"maxCallsCount": UNREACHABLE_CAP, "periodInMs": 1000}
-            rule = {"url": f"{base}/*", "methods": ["POST"],
-                    "services": {"action": {"rating": rating}}}  # fmt: skip
-            record = await gate.rules.create(ConfigKind.CAPPING, payload=rule, **scope)
-            await gate.rules.deploy(ConfigKind.CAPPING, uid=record.uid, **scope)
+            await deploy_cap(gate, base)
 
             async def one() -> bool:
                 result = await gate.call(
@@ -121,6 +116,16 @@ def library(settings: Settings, path: str, transport: Transport | None = None) -
             yield one
 
     return open_gate
+
+
+async def deploy_cap(gate: Gate, base: str) -> None:
+    """Deploy the capping rule of :func:`library` on ``base``: a rate never reached, from
+    whose exact window every call takes a slot."""
+    scope = {"org": ORG, "sandbox": SANDBOX}
+    rating = {"maxCallsCount": UNREACHABLE_CAP, "periodInMs": 1000}
+    rule = {"url": f"{base}/*", "methods": ["POST"], "services": {"action": {"rating": rating}}}
+    record = await gate.rules.create(ConfigKind.CAPPING, payload=rule, **scope)
+    await gate.rules.deploy(ConfigKind.CAPPING, uid=record.uid, **scope)
 
 
 def bare(path: str) -> Opener:
