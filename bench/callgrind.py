@@ -151,11 +151,11 @@ def main() -> int:
     with serve() as base:
         for path in paths:
             short, long = PART_TURNS if path in PARTS else (SHORT, LONG)
-            per_call = (_instructions(path, long, base) - _instructions(path, short, base)) / (
+            each = (_instructions(path, long, base) - _instructions(path, short, base)) / (
                 long - short
             )
-            what = "per turn" if path in PARTS else "per call"
-            print(f"{path:8} {per_call:>10,.0f} instructions {what}", flush=True)
+            unit = "turn" if path in PARTS else "call"
+            print(f"{path:8} {each:>10,.0f} instructions per {unit}", flush=True)
     return 0
 
 
